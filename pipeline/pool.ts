@@ -6,7 +6,7 @@
  * skips it; results come back in task order, so outputs do not depend on the worker count.
  * @module
  */
-import { Checkpoint, OutputWriter } from "./workspace.ts";
+import type { Checkpoint, OutputWriter } from "./workspace.ts";
 import { InterruptedError, isKilnError, KilnError } from "./errors.ts";
 
 /** Names the function a shard runs: a named export of a module (pass `import.meta.url`). */

@@ -126,6 +126,11 @@ export interface Stage<In extends Kind | null = Kind | null, Out extends Kind = 
   readonly config: C;
   /** Permissions the stage needs, for error messages and docs. */
   readonly permissions: Permissions;
+  /**
+   * Describes the external inputs the config names (files: see `fingerprintFiles`), so the cache key
+   * covers them; undefined when the stage reads only artifacts.
+   */
+  fingerprint(): Promise<unknown>;
   /** The id in the pipeline; defaults to `name`. */
   readonly id: string;
   /** A copy of this stage with another id (to use one stage twice in a pipeline). */
@@ -146,6 +151,8 @@ export interface StageDefinition<In extends Kind | null, Out extends Kind, S ext
   /** A zod schema for the config; its defaults are applied and its errors name the field. */
   schema: S;
   permissions?: Permissions;
+  /** External inputs the config names, for the cache key (e.g. `fingerprintFiles(config.files)`). */
+  fingerprint?: (config: z.output<S>) => Promise<unknown>;
   /** One line for `kiln stages` and the docs. */
   description?: string;
   run(ctx: StageContext<z.output<S>, In>): Promise<void>;
@@ -182,6 +189,7 @@ export function defineStage<In extends Kind | null, Out extends Kind, S extends 
       uses: Object.freeze({ ...def.uses }),
       config: value,
       permissions: def.permissions ?? {},
+      fingerprint: async () => def.fingerprint ? await def.fingerprint(value) : null,
       id,
       as: (newId: string) => make(config, newId),
       run: def.run,

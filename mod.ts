@@ -1,0 +1,55 @@
+/**
+ * kiln: an LLM pipeline — crawl → dedupe → quality filter → tokenize → pretrain → SFT → reward model →
+ * PPO — written as a short TypeScript program in which every stage is a resumable, cached step.
+ *
+ * @example A pipeline file is also its own CLI (`deno run -A pipeline.ts status`)
+ * ```ts ignore
+ * import { pipeline } from "@kiln/kiln";
+ * import { numbers } from "./tests/fixtures/numbers.ts";
+ *
+ * await pipeline("example", { workdir: ".kiln" })
+ *   .pipe(numbers({ shards: 2 }))
+ *   .run();
+ * ```
+ * @module
+ */
+
+// The pipeline runtime: DSL, stage contract, artifacts.
+export {
+  type ExecuteOptions,
+  Pipeline,
+  pipeline,
+  type PipelineOptions,
+  type RunResult,
+  type StageOutcome,
+  type StageStatus,
+} from "./pipeline/pipeline.ts";
+export {
+  defineStage,
+  type Kind,
+  type Permissions,
+  type Progress,
+  type Stage,
+  type StageContext,
+  type StageDefinition,
+  type StageFactory,
+  type Stats,
+} from "./pipeline/stage.ts";
+export { Artifact, type FileEntry, type Manifest } from "./pipeline/artifact.ts";
+export { Checkpoint, OutputWriter, type PendingFile, writeFileAtomic } from "./pipeline/workspace.ts";
+export type { ShardEnv, ShardFn, ShardTask, ShardWorker } from "./pipeline/pool.ts";
+export { expandFiles, fingerprintFiles } from "./pipeline/files.ts";
+export {
+  ArtifactError,
+  ConfigError,
+  DataError,
+  InterruptedError,
+  KilnError,
+  LockedError,
+  PermissionError,
+  PipelineError,
+} from "./pipeline/errors.ts";
+export { loadPipelineYaml } from "./pipeline/yaml.ts";
+
+// Data formats shared by the stages.
+export { type Document, DocumentWriter, isDocumentShard, readDocuments } from "./stages/documents.ts";

@@ -1,0 +1,216 @@
+/**
+ * The command line. A pipeline file is its own CLI (`deno run pipeline.ts status`), and this module
+ * is the `kiln` entry point for YAML pipelines (`deno run -A pipeline/cli.ts run pipeline.yaml`).
+ *
+ * ```
+ * kiln <command> [pipeline.yaml] [flags]
+ *   run      bring the pipeline up to date (the default)
+ *   status   each stage: done, stale, partial or pending, and why it would rerun
+ *   plan     what `run` would do, without doing it
+ *   gc       remove artifacts and checkpoints no current key points to
+ *   stages   list the built-in stages
+ * flags: --from ID  --until ID  --only ID[,ID]  --force[=ID,ID]  --workdir DIR  --workers N
+ *        --wait  --json  --quiet  --progress-interval S  --help
+ * ```
+ * Exit codes: 0 success, 1 failure, 2 usage error, 75 workdir in use, 130 interrupted.
+ * @module
+ */
+import { parseArgs } from "node:util";
+import { InterruptedError, isKilnError, LockedError } from "./errors.ts";
+import type { Pipeline, StageStatus } from "./pipeline.ts";
+import { formatDuration } from "./progress.ts";
+import type { Kind } from "./stage.ts";
+import { loadPipelineYaml } from "./yaml.ts";
+import { BUILTIN_STAGES, builtinStage } from "../stages/registry.ts";
+
+const COMMANDS = ["run", "status", "plan", "gc", "stages"] as const;
+type Command = typeof COMMANDS[number];
+
+const USAGE = `usage: <pipeline.ts> [command] [flags]      (a pipeline file is its own CLI)
+       kiln [command] <pipeline.yaml> [flags]  (deno run -A pipeline/cli.ts …)
+
+commands:
+  run       bring the pipeline up to date: skip cached stages, resume partial ones (default)
+  status    each stage: done, stale, partial or pending, and why it would rerun
+  plan      what run would do, without doing it
+  gc        remove artifacts and checkpoints that no current key points to
+  stages    list the built-in stages
+
+flags:
+  --from ID            run this stage and the ones after it
+  --until ID           stop after this stage
+  --only ID[,ID…]      run only these stages (their inputs must be built)
+  --force[=ID,…]       rerun even if cached (all selected stages, or the ones named)
+  --workdir DIR        artifacts, checkpoints and journals (default .kiln)
+  --workers N          worker threads for data stages (default: one per core)
+  --wait               wait for another run holding the workdir instead of exiting
+  --json               machine-readable output (status, plan, gc, run)
+  --quiet              no progress lines
+  --progress-interval S  seconds between progress lines when not on a terminal (default 10)`;
+
+/** Runs the CLI; returns the process exit code. */
+export async function main(args: string[], opts: { pipeline?: Pipeline<Kind | null> } = {}): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: args.map((a) => (a === "--force" ? "--force=*" : a)),
+      allowPositionals: true,
+      options: {
+        from: { type: "string" },
+        until: { type: "string" },
+        only: { type: "string", multiple: true },
+        force: { type: "string", multiple: true },
+        workdir: { type: "string" },
+        workers: { type: "string" },
+        wait: { type: "boolean" },
+        json: { type: "boolean" },
+        quiet: { type: "boolean" },
+        "progress-interval": { type: "string" },
+        help: { type: "boolean", short: "h" },
+      },
+    });
+  } catch (e) {
+    console.error(`${(e as Error).message}\n\n${USAGE}`);
+    return 2;
+  }
+  const { values, positionals } = parsed;
+  if (values.help) {
+    console.log(USAGE);
+    return 0;
+  }
+  const command = (COMMANDS as readonly string[]).includes(positionals[0] ?? "")
+    ? positionals.shift() as Command
+    : "run";
+  if (command === "stages") {
+    for (const [name, description] of Object.entries(BUILTIN_STAGES)) {
+      console.log(`${name.padEnd(16)} ${description}`);
+    }
+    return 0;
+  }
+  let p = opts.pipeline;
+  if (!p) {
+    const file = positionals.shift();
+    if (!file) {
+      console.error(`kiln ${command}: name a pipeline YAML file\n\n${USAGE}`);
+      return 2;
+    }
+    try {
+      p = await loadPipelineYaml(file, builtinStage);
+    } catch (e) {
+      return report(e);
+    }
+  }
+  if (positionals.length) {
+    console.error(`unexpected argument "${positionals[0]}"\n\n${USAGE}`);
+    return 2;
+  }
+  const workers = values.workers === undefined ? undefined : Number(values.workers);
+  if (workers !== undefined && !(Number.isInteger(workers) && workers >= 1)) {
+    console.error(`--workers ${values.workers}: expected a whole number ≥ 1`);
+    return 2;
+  }
+  const split = (list?: string[]) => list?.flatMap((v) => v.split(",")).map((v) => v.trim()).filter(Boolean);
+  const force = split(values.force);
+  const common = {
+    from: values.from,
+    until: values.until,
+    only: split(values.only),
+    force: force?.includes("*") ? true : force,
+    workdir: values.workdir,
+    workers,
+    wait: values.wait,
+    quiet: values.quiet || values.json,
+    progressInterval: values["progress-interval"] ? Number(values["progress-interval"]) : undefined,
+  };
+
+  try {
+    if (command === "status" || command === "plan") {
+      const statuses = await p.execute({ ...common, command });
+      if (values.json) console.log(JSON.stringify(statuses, null, 2));
+      else printStatus(p, statuses, command);
+      return 0;
+    }
+    if (command === "gc") {
+      const result = await p.execute({ ...common, command });
+      if (values.json) console.log(JSON.stringify(result, null, 2));
+      else {console.log(
+          `removed ${result.removed.length} director${result.removed.length === 1 ? "y" : "ies"}, ${
+            (result.bytes / 1e6).toFixed(1)
+          } MB`,
+        );}
+      return 0;
+    }
+    const controller = new AbortController();
+    let signals = 0;
+    const onSignal = () => {
+      if (++signals > 1) Deno.exit(130);
+      console.error("\nstopping at the next safe point (checkpointing); press Ctrl-C again to stop at once");
+      controller.abort(new InterruptedError("interrupted"));
+    };
+    Deno.addSignalListener("SIGINT", onSignal);
+    Deno.addSignalListener("SIGTERM", onSignal);
+    try {
+      const result = await p.execute({ ...common, command: "run", signal: controller.signal });
+      if (values.json) {
+        console.log(JSON.stringify(
+          {
+            journal: result.journal,
+            stages: result.stages.map((s) => ({
+              id: s.id,
+              action: s.action,
+              durationMs: Math.round(s.durationMs),
+              artifact: s.artifact?.dir,
+            })),
+          },
+          null,
+          2,
+        ));
+      }
+      return 0;
+    } finally {
+      Deno.removeSignalListener("SIGINT", onSignal);
+      Deno.removeSignalListener("SIGTERM", onSignal);
+    }
+  } catch (e) {
+    return report(e);
+  }
+}
+
+function report(e: unknown): number {
+  if (e instanceof InterruptedError) {
+    console.error(`interrupted: progress is checkpointed; run the same command again to resume`);
+    return 130;
+  }
+  if (e instanceof LockedError) {
+    console.error(`error: ${e.message}`);
+    return 75;
+  }
+  if (isKilnError(e)) {
+    console.error(`error: ${(e as Error).message}`);
+    return 1;
+  }
+  console.error(e);
+  return 1;
+}
+
+function printStatus(p: Pipeline<Kind | null>, statuses: StageStatus[], command: "status" | "plan") {
+  const width = Math.max(8, ...statuses.map((s) => s.id.length)) + 2;
+  console.log(`pipeline ${p.name}`);
+  for (const s of statuses) {
+    const detail: string[] = [];
+    if (command === "status") {
+      if (s.state === "done" && s.committedAt) {
+        detail.push(`built ${formatDuration((Date.now() - Date.parse(s.committedAt)) / 1000)} ago`);
+      }
+      if (s.checkpoints !== undefined) {
+        detail.push(`resumable, ${s.checkpoints} checkpoint${s.checkpoints === 1 ? "" : "s"}`);
+      }
+      detail.push(...s.reasons);
+      console.log(`  ${s.id.padEnd(width)}${s.state.padEnd(9)}${detail.join("; ")}`);
+    } else {
+      console.log(`  ${s.action.padEnd(14)}${s.id.padEnd(width)}${s.reasons.join("; ")}`);
+    }
+  }
+}
+
+if (import.meta.main) Deno.exit(await main(Deno.args));

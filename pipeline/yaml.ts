@@ -1,0 +1,171 @@
+/**
+ * Pipelines declared in YAML, the form CI jobs use:
+ *
+ * ```yaml
+ * name: clean-web
+ * workdir: .kiln            # optional; relative to the YAML file
+ * workers: 2                # optional
+ * stages:
+ *   - stage: crawl          # a built-in stage, by name
+ *     config:
+ *       warc: [data/*.warc.gz]
+ *   - stage: ./stages/shout.ts        # a stage module by path (relative to this file) …
+ *     id: shout                       # … or by URL (https://…/stage.ts#namedExport)
+ *     config: { suffix: "!" }
+ * ```
+ *
+ * Errors name the file, line and column: a YAML syntax error, an unknown stage, a config value the
+ * stage rejects (pointing at that value), kinds that do not connect.
+ * @module
+ */
+import { isAbsolute, resolve } from "node:path";
+import { pathToFileURL } from "node:url";
+import { isMap, isScalar, isSeq, LineCounter, type Node, parseDocument } from "yaml";
+import { ConfigError, PipelineError } from "./errors.ts";
+import { type Pipeline, pipeline } from "./pipeline.ts";
+import type { Kind, Stage } from "./stage.ts";
+
+/** A stage factory as a module exports it (what `defineStage` returns). */
+type AnyFactory = ((config?: unknown) => Stage) & { stageName?: string };
+
+/** Resolves a built-in stage name to its factory; undefined when there is none. */
+export type BuiltinResolver = (name: string) => Promise<AnyFactory | undefined>;
+
+function locate(counter: LineCounter, file: string, node: Node | undefined | null): string {
+  const offset = node?.range?.[0];
+  if (offset === undefined) return file;
+  const { line, col } = counter.linePos(offset);
+  return `${file}:${line}:${col}`;
+}
+
+/** Loads a stage factory from a module path or URL (`module.ts` or `module.ts#exportName`). */
+export async function importStage(spec: string, baseDir: string): Promise<AnyFactory> {
+  const [path, exportName] = spec.split("#");
+  const url = /^(https?|file):/.test(path)
+    ? path
+    : pathToFileURL(isAbsolute(path) ? path : resolve(baseDir, path)).href;
+  let mod: Record<string, unknown>;
+  try {
+    mod = await import(url);
+  } catch (e) {
+    throw new PipelineError(`cannot import stage module ${url}: ${(e as Error).message.split("\n")[0]}`);
+  }
+  const candidates = exportName ? [mod[exportName]] : [mod.default, ...Object.values(mod)];
+  const factory = candidates.find((v) => typeof v === "function" && "stageName" in (v as object));
+  if (!factory) {
+    throw new PipelineError(
+      `${url} exports no stage${
+        exportName ? ` named "${exportName}"` : ""
+      } (expected a factory made by defineStage)`,
+    );
+  }
+  return factory as AnyFactory;
+}
+
+/** Parses a YAML pipeline file into a {@linkcode Pipeline}. */
+export async function loadPipelineYaml(
+  file: string,
+  builtin: BuiltinResolver,
+): Promise<Pipeline<Kind | null>> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(file);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) throw new PipelineError(`${file}: no such file`);
+    throw e;
+  }
+  const counter = new LineCounter();
+  const doc = parseDocument(text, { lineCounter: counter, prettyErrors: false });
+  if (doc.errors.length) {
+    const err = doc.errors[0];
+    const { line, col } = counter.linePos(err.pos[0]);
+    throw new PipelineError(`${file}:${line}:${col}: YAML syntax error: ${err.message.split("\n")[0]}`);
+  }
+  const root = doc.contents;
+  if (!isMap(root)) throw new PipelineError(`${file}: expected a mapping with "name" and "stages"`);
+  const known = new Set(["name", "workdir", "workers", "stages"]);
+  for (const pair of root.items) {
+    const key = isScalar(pair.key) ? String(pair.key.value) : "";
+    if (!known.has(key)) {
+      throw new PipelineError(
+        `${locate(counter, file, pair.key as Node)}: unknown field "${key}" (expected ${
+          [...known].join(", ")
+        })`,
+      );
+    }
+  }
+  const name = root.get("name");
+  if (typeof name !== "string") throw new PipelineError(`${file}: field "name" (a string) is required`);
+  const baseDir = resolve(file, "..");
+  const workdir = root.get("workdir");
+  const workers = root.get("workers");
+  if (workers !== undefined && (typeof workers !== "number" || workers < 1)) {
+    throw new PipelineError(
+      `${locate(counter, file, root.get("workers", true) as Node)}: "workers" must be a number ≥ 1`,
+    );
+  }
+  let p: Pipeline<Kind | null> = pipeline(name, {
+    workdir: typeof workdir === "string"
+      ? (isAbsolute(workdir) ? workdir : resolve(baseDir, workdir))
+      : undefined,
+    workers: workers as number | undefined,
+  }) as Pipeline<Kind | null>;
+  const stages = root.get("stages", true);
+  if (!isSeq(stages) || stages.items.length === 0) {
+    throw new PipelineError(`${locate(counter, file, stages as Node)}: "stages" must be a non-empty list`);
+  }
+  for (const item of stages.items) {
+    const where = locate(counter, file, item as Node);
+    if (!isMap(item)) throw new PipelineError(`${where}: each stage is a mapping with "stage" and "config"`);
+    for (const pair of item.items) {
+      const key = isScalar(pair.key) ? String(pair.key.value) : "";
+      if (!["stage", "id", "config"].includes(key)) {
+        throw new PipelineError(
+          `${locate(counter, file, pair.key as Node)}: unknown field "${key}" (expected stage, id, config)`,
+        );
+      }
+    }
+    const spec = item.get("stage");
+    if (typeof spec !== "string") {
+      throw new PipelineError(`${where}: field "stage" (a name, path or URL) is required`);
+    }
+    const isModule = /^(\.|\/|https?:|file:)/.test(spec) || /\.[jt]s(#|$)/.test(spec);
+    const factory = isModule ? await importStage(spec, baseDir) : await builtin(spec);
+    if (!factory) {
+      throw new PipelineError(
+        `${locate(counter, file, item.get("stage", true) as Node)}: unknown stage "${spec}"`,
+      );
+    }
+    const configNode = item.get("config", true) as Node | undefined;
+    const config = configNode ? (item.toJSON() as { config?: unknown }).config : undefined;
+    let stage: Stage;
+    try {
+      stage = factory(config ?? {});
+    } catch (e) {
+      if (e instanceof ConfigError) {
+        const node = e.field
+          ? doc.getIn(["stages", stages.items.indexOf(item), "config", ...e.field.split(".")], true)
+          : undefined;
+        throw new ConfigError(
+          e.stage,
+          e.field ? e.field.split(".") : [],
+          e.detail,
+          locate(counter, file, (node ?? configNode ?? item) as Node),
+        );
+      }
+      throw e;
+    }
+    const id = item.get("id");
+    if (id !== undefined && typeof id !== "string") {
+      throw new PipelineError(`${where}: "id" must be a string`);
+    }
+    try {
+      // deno-lint-ignore no-explicit-any
+      p = p.pipe((id ? stage.as(id) : stage) as Stage<any, Kind, unknown>);
+    } catch (e) {
+      if (e instanceof PipelineError) throw new PipelineError(`${where}: ${e.message}`);
+      throw e;
+    }
+  }
+  return p;
+}
