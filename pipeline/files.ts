@@ -15,7 +15,7 @@ const GLOB_CHARS = /[*?[\]{}]/;
  * absolute file paths. URLs (http:, https:) pass through unchanged. A pattern that matches nothing
  * is an error naming it.
  */
-export async function expandFiles(patterns: string[], base = Deno.cwd()): Promise<string[]> {
+export async function expandFiles(patterns: string[], base: string = Deno.cwd()): Promise<string[]> {
   const out = new Set<string>();
   for (const pattern of patterns) {
     if (/^https?:\/\//.test(pattern)) {
@@ -49,7 +49,7 @@ export async function expandFiles(patterns: string[], base = Deno.cwd()): Promis
 /** Path, size and modification time of each file (URLs are listed by address alone). */
 export async function fingerprintFiles(
   patterns: string[],
-  base = Deno.cwd(),
+  base: string = Deno.cwd(),
 ): Promise<{ path: string; size?: number; mtime?: number }[]> {
   const out = [];
   for (const path of await expandFiles(patterns, base)) {

@@ -178,16 +178,16 @@ export class Pipeline<Last extends Kind | null> {
   execute(opts: ExecuteOptions & { command: "status" | "plan" }): Promise<StageStatus[]>;
   execute(opts: ExecuteOptions & { command: "gc" }): Promise<{ removed: string[]; bytes: number }>;
   execute(opts?: ExecuteOptions & { command?: "run" }): Promise<RunResult>;
-  execute(opts: ExecuteOptions = {}): Promise<unknown> {
+  async execute(opts: ExecuteOptions = {}): Promise<unknown> {
     const runner = new Runner(this, opts);
     switch (opts.command ?? "run") {
       case "run":
-        return runner.run();
+        return await runner.run();
       case "status":
       case "plan":
-        return runner.inspect();
+        return await runner.inspect();
       case "gc":
-        return runner.gc();
+        return await runner.gc();
     }
     throw new PipelineError(`unknown command "${opts.command}"`);
   }

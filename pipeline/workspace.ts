@@ -16,7 +16,7 @@ import { dirname, join } from "node:path";
 export async function writeFileAtomic(
   path: string,
   data: Uint8Array | ReadableStream<Uint8Array>,
-  tmpDir = dirname(path),
+  tmpDir: string = dirname(path),
 ): Promise<void> {
   const tmp = join(tmpDir, `.${crypto.randomUUID()}.tmp`);
   await Deno.mkdir(tmpDir, { recursive: true });
