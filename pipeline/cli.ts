@@ -189,7 +189,13 @@ function report(e: unknown): number {
     console.error(`error: ${(e as Error).message}`);
     return 1;
   }
-  console.error(e);
+  // An unexpected error: one line first, then where it came from, for a bug report.
+  const err = e as Error;
+  console.error(`error: ${err?.message ?? err}`);
+  const origin = (err?.cause as Error)?.stack ?? err?.stack;
+  if (origin) {
+    console.error(origin.split("\n").slice(err?.cause ? 0 : 1).map((l) => "  " + l.trim()).join("\n"));
+  }
   return 1;
 }
 

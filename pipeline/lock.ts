@@ -11,7 +11,6 @@ import { LockedError } from "./errors.ts";
 /** Who holds a workdir lock. */
 export interface LockHolder {
   pid: number;
-  hostname: string;
   startedAt: string;
   command: string;
 }
@@ -25,7 +24,7 @@ export interface WorkdirLock {
 
 function describe(holder: LockHolder | undefined): string {
   if (!holder) return "another process";
-  return `pid ${holder.pid} on ${holder.hostname}, started ${holder.startedAt} (${holder.command})`;
+  return `pid ${holder.pid}, started ${holder.startedAt} (${holder.command})`;
 }
 
 /**
@@ -53,9 +52,8 @@ export async function lockWorkdir(
   const previous = await readHolderAt(path);
   const me: LockHolder = {
     pid: Deno.pid,
-    hostname: Deno.hostname?.() ?? "",
     startedAt: new Date().toISOString(),
-    command: ["deno", ...Deno.args].join(" "),
+    command: [Deno.mainModule.replace(/^file:\/\//, ""), ...Deno.args].join(" "),
   };
   await file.truncate(0);
   await file.seek(0, Deno.SeekMode.Start);

@@ -346,10 +346,9 @@ class Runner {
       );
     }
     if (e instanceof InterruptedError || isKilnError(e)) return e as Error;
-    const err = e as Error;
-    const wrapped = new Error(`stage "${stage.id}" failed while ${doing}: ${err?.message ?? e}`);
-    wrapped.stack = err?.stack;
-    return wrapped;
+    return new Error(`stage "${stage.id}" failed while ${doing}: ${(e as Error)?.message ?? e}`, {
+      cause: e,
+    });
   }
 
   async inspect(): Promise<StageStatus[]> {

@@ -19,10 +19,16 @@ import { Rng } from "../model/rng.ts";
 const tiny = gptConfig({ layers: 2, dim: 8, heads: 2, context: 6, vocab: 11 });
 
 Deno.test("config: validation names the field; HF config.json round-trips", () => {
-  assert.throws(() => gptConfig({ ...tiny, heads: 3 }), /model\.heads: 3 heads do not divide the width dim=8/);
+  assert.throws(
+    () => gptConfig({ ...tiny, heads: 3 }),
+    /model\.heads: 3 heads do not divide the width dim=8/,
+  );
   assert.throws(() => gptConfig({ ...tiny, layers: 0 }), /model\.layers: expected a positive integer/);
   assert.deepEqual(fromHFConfig(toHFConfig(tiny)), tiny);
-  assert.throws(() => fromHFConfig({ ...toHFConfig(tiny), model_type: "llama" }, "x/config.json"), /x\/config.json/);
+  assert.throws(
+    () => fromHFConfig({ ...toHFConfig(tiny), model_type: "llama" }, "x/config.json"),
+    /x\/config.json/,
+  );
   // GPT-2 124M has 124,439,808 parameters (tied embeddings counted once).
   assert.equal(parameterCount({ layers: 12, dim: 768, heads: 12, context: 1024, vocab: 50257 }), 124_439_808);
 });
@@ -160,7 +166,10 @@ Deno.test("checkpoint: training state round trip; a damaged checkpoint is report
         /damaged training checkpoint/.test(e.message),
     );
     // A checkpoint for another model shape is refused too.
-    await assert.rejects(() => loadTrainCheckpoint(store, paramLayout({ ...tiny, layers: 1 })), /saved for model/);
+    await assert.rejects(
+      () => loadTrainCheckpoint(store, paramLayout({ ...tiny, layers: 1 })),
+      /saved for model/,
+    );
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

