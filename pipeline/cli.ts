@@ -8,9 +8,10 @@
  *   status   each stage: done, stale, partial or pending, and why it would rerun
  *   plan     what `run` would do, without doing it
  *   gc       remove artifacts and checkpoints no current key points to
+ *   report   write an HTML report: stats, loss curves, filter funnel (--out FILE)
  *   stages   list the built-in stages
  * flags: --from ID  --until ID  --only ID[,ID]  --force[=ID,ID]  --workdir DIR  --workers N
- *        --wait  --json  --quiet  --progress-interval S  --help
+ *        --wait  --json  --quiet  --progress-interval S  --out FILE  --help
  * ```
  * Exit codes: 0 success, 1 failure, 2 usage error, 75 workdir in use, 130 interrupted.
  * @module
@@ -23,7 +24,7 @@ import type { Kind } from "./stage.ts";
 import { loadPipelineYaml } from "./yaml.ts";
 import { BUILTIN_STAGES, builtinStage } from "../stages/registry.ts";
 
-const COMMANDS = ["run", "status", "plan", "gc", "stages"] as const;
+const COMMANDS = ["run", "status", "plan", "gc", "report", "stages"] as const;
 type Command = typeof COMMANDS[number];
 
 const USAGE = `usage: <pipeline.ts> [command] [flags]      (a pipeline file is its own CLI)
@@ -34,6 +35,7 @@ commands:
   status    each stage: done, stale, partial or pending, and why it would rerun
   plan      what run would do, without doing it
   gc        remove artifacts and checkpoints that no current key points to
+  report    write an HTML report with each stage's stats and plots (--out FILE)
   stages    list the built-in stages
 
 flags:
@@ -46,7 +48,8 @@ flags:
   --wait               wait for another run holding the workdir instead of exiting
   --json               machine-readable output (status, plan, gc, run)
   --quiet              no progress lines
-  --progress-interval S  seconds between progress lines when not on a terminal (default 10)`;
+  --progress-interval S  seconds between progress lines when not on a terminal (default 10)
+  --out FILE           where report writes its HTML (default <workdir>/report.html)`;
 
 /** Runs the CLI; returns the process exit code. */
 export async function main(args: string[], opts: { pipeline?: Pipeline<Kind | null> } = {}): Promise<number> {
@@ -66,6 +69,7 @@ export async function main(args: string[], opts: { pipeline?: Pipeline<Kind | nu
         json: { type: "boolean" },
         quiet: { type: "boolean" },
         "progress-interval": { type: "string" },
+        out: { type: "string" },
         help: { type: "boolean", short: "h" },
       },
     });
@@ -128,6 +132,11 @@ export async function main(args: string[], opts: { pipeline?: Pipeline<Kind | nu
       const statuses = await p.execute({ ...common, command });
       if (values.json) console.log(JSON.stringify(statuses, null, 2));
       else printStatus(p, statuses, command);
+      return 0;
+    }
+    if (command === "report") {
+      const { path } = await p.execute({ ...common, command, out: values.out });
+      console.log(values.json ? JSON.stringify({ path }) : `wrote ${path}`);
       return 0;
     }
     if (command === "gc") {

@@ -30,6 +30,7 @@ import { cacheKey, explainChange, type KeyParts } from "./keys.ts";
 import { lockWorkdir } from "./lock.ts";
 import { runShards } from "./pool.ts";
 import { formatDuration, ProgressReporter } from "./progress.ts";
+import { renderReport } from "./report.ts";
 import type { Kind, Permissions, Progress, Stage, StageContext, Stats } from "./stage.ts";
 import { Checkpoint, listFiles, OutputWriter, writeFileAtomic } from "./workspace.ts";
 
@@ -43,7 +44,9 @@ export interface PipelineOptions {
 
 /** What to do, as the CLI flags say it. */
 export interface ExecuteOptions {
-  command?: "run" | "status" | "plan" | "gc";
+  command?: "run" | "status" | "plan" | "gc" | "report";
+  /** Where `report` writes its HTML (default `<workdir>/report.html`). */
+  out?: string;
   /** Run this stage and the ones after it (the ones before must be built). */
   from?: string;
   /** Stop after this stage. */
@@ -177,6 +180,7 @@ export class Pipeline<Last extends Kind | null> {
   /** Runs, inspects (`status`, `plan`) or garbage-collects the pipeline, as `opts.command` says. */
   execute(opts: ExecuteOptions & { command: "status" | "plan" }): Promise<StageStatus[]>;
   execute(opts: ExecuteOptions & { command: "gc" }): Promise<{ removed: string[]; bytes: number }>;
+  execute(opts: ExecuteOptions & { command: "report" }): Promise<{ path: string }>;
   execute(opts?: ExecuteOptions & { command?: "run" }): Promise<RunResult>;
   async execute(opts: ExecuteOptions = {}): Promise<unknown> {
     const runner = new Runner(this, opts);
@@ -188,6 +192,8 @@ export class Pipeline<Last extends Kind | null> {
         return await runner.inspect();
       case "gc":
         return await runner.gc();
+      case "report":
+        return await runner.report();
     }
     throw new PipelineError(`unknown command "${opts.command}"`);
   }
@@ -642,6 +648,15 @@ class Runner {
     });
     this.reporter.line(`✓ ${stage.id}: ${formatDuration(durationMs / 1000)}${summarize(artifact.stats)}`);
     return { id: stage.id, action: resumed ? "resumed" : "ran", durationMs, artifact };
+  }
+
+  /** Writes the HTML report of the current state (see `report.ts`). */
+  async report(): Promise<{ path: string }> {
+    const statuses = await this.inspect();
+    const html = await renderReport(this.pipeline.name, statuses, Object.fromEntries(this.#artifacts));
+    const path = this.opts.out ?? join(this.workdir, "report.html");
+    await writeFileAtomic(path, new TextEncoder().encode(html));
+    return { path };
   }
 
   async gc(): Promise<{ removed: string[]; bytes: number }> {

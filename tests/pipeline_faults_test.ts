@@ -206,3 +206,11 @@ Deno.test("a YAML typo and an invalid config value: one clear error naming file 
   assert.match(err, /bad\.yaml:3:\d+: unknown stage "numbrs"/);
   assert.equal(err.trim().split("\n").length, 1, err);
 });
+
+Deno.test("progress on a non-terminal: plain periodic lines with counts, no ANSI codes", async () => {
+  const workdir = await Deno.makeTempDir();
+  const result = await finish(spawn(workdir, ["--workers", "1"], SLOW));
+  assert.equal(result.code, 0, result.err);
+  assert.match(result.err, /\[numbers\] \d+\/6 shards · [\d.]+ shards\/s · .*elapsed/);
+  assert.ok(!result.err.includes("\x1b"), "no escape codes in a log");
+});

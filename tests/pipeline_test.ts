@@ -267,3 +267,31 @@ Deno.test("a stage module served over HTTP plugs in and is cached like any other
     await server.finished;
   }
 });
+
+Deno.test("the report plots metrics.jsonl and a filter funnel as inline SVG", async () => {
+  const trained = defineStage({
+    name: "trained",
+    version: 1,
+    module: import.meta.url,
+    input: null,
+    output: "model",
+    schema: z.object({}),
+    async run(ctx) {
+      const lines = [0, 1, 2, 3].map((step) => JSON.stringify({ step, loss: 4 - step, lr: 0.001 }));
+      await ctx.out.writeText("metrics.jsonl", lines.join("\n") + "\n");
+      ctx.stats.set("funnel", [{ name: "input", documents: 100 }, { name: "gopher", documents: 60 }]);
+      ctx.stats.set("final_loss", 1);
+    },
+  });
+  const workdir = await Deno.makeTempDir();
+  const p = pipeline("reported", { workdir }).pipe(trained({}));
+  await p.execute({ quiet: true });
+  const { path } = await p.execute({ command: "report" });
+  const html = await Deno.readTextFile(path);
+  assert.match(html, /<svg[^>]*aria-label="loss"/);
+  assert.match(html, /<svg[^>]*aria-label="lr"/);
+  assert.match(html, /<polyline [^>]*points="[\d., ]+"/);
+  assert.match(html, /aria-label="documents kept, step by step"/);
+  assert.equal(html.match(/<rect /g)?.length, 2);
+  assert.match(html, /<th>final_loss<\/th><td>1<\/td>/);
+});
