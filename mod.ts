@@ -53,3 +53,6 @@ export { loadPipelineYaml } from "./pipeline/yaml.ts";
 
 // Data formats shared by the stages.
 export { type Document, DocumentWriter, isDocumentShard, readDocuments } from "./stages/documents.ts";
+
+// Stages.
+export { crawl, type CrawlConfig } from "./stages/crawl.ts";

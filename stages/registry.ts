@@ -7,7 +7,12 @@ import type { Stage } from "../pipeline/stage.ts";
 
 type Factory = ((config?: unknown) => Stage) & { stageName: string };
 
-const LOADERS: Record<string, { description: string; load: () => Promise<Factory> }> = {};
+const LOADERS: Record<string, { description: string; load: () => Promise<Factory> }> = {
+  crawl: {
+    description: "WARC/ARC archives, local files, JSONL and the live web in; clean text documents out",
+    load: async () => (await import("./crawl.ts")).crawl as unknown as Factory,
+  },
+};
 
 /** Name → one-line description of every built-in stage. */
 export const BUILTIN_STAGES: Record<string, string> = Object.fromEntries(

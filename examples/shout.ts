@@ -1,0 +1,50 @@
+/**
+ * A complete stage in one file, as the README shows it: upper-cases every document and appends a
+ * suffix, one shard at a time on the worker pool. Use it from a pipeline file or YAML
+ * (`stage: ./examples/shout.ts`), or serve it and import it by URL.
+ * @module
+ */
+import { z } from "zod";
+import { defineStage } from "../pipeline/stage.ts";
+import type { ShardEnv } from "../pipeline/pool.ts";
+import { DocumentWriter, readDocuments } from "../stages/documents.ts";
+
+export const shout = defineStage({
+  name: "shout",
+  version: 1, // bump when the output changes meaning
+  module: import.meta.url, // its code is part of the cache key
+  input: "documents",
+  output: "documents",
+  schema: z.object({ suffix: z.string().default("!") }), // errors name the field
+  permissions: { read: true, write: true },
+  description: "upper-cases every document (an example stage)",
+  async run(ctx) {
+    // One task per input shard, on the worker pool; finished shards are skipped on a rerun and
+    // results come back in task order, so the output is the same with any number of workers.
+    const tasks = ctx.input.files(".jsonl.gz").map((f) => ({
+      id: f,
+      args: { path: ctx.input.path(f), name: f, suffix: ctx.config.suffix },
+    }));
+    const counts = await ctx.runShards<ShoutArgs, number>(
+      { module: import.meta.url, fn: "shoutShard" },
+      tasks,
+    );
+    ctx.stats.set("documents", counts.reduce((a, b) => a + b, 0));
+  },
+});
+
+interface ShoutArgs {
+  path: string;
+  name: string;
+  suffix: string;
+}
+
+/** The shard function: reads one input shard, writes one output shard (atomically). */
+export async function shoutShard(args: ShoutArgs, env: ShardEnv): Promise<number> {
+  const writer = new DocumentWriter(await env.out.create(args.name), true);
+  for await (const { doc } of readDocuments(args.path)) {
+    await writer.write({ ...doc, text: doc.text.toUpperCase() + args.suffix });
+  }
+  await writer.close();
+  return writer.count;
+}

@@ -1,0 +1,295 @@
+/**
+ * Shard functions of the crawl stage, one per kind of source. Each runs on the worker pool
+ * (`ctx.runShards`), reads one source (a WARC/ARC file, a group of local files, a JSONL file), writes
+ * one document shard, and returns its counters and warnings, so the stage is resumable per source
+ * and its output does not depend on the worker count.
+ * @module
+ */
+import { createHash } from "node:crypto";
+import { basename, extname, resolve } from "node:path";
+import { pathToFileURL } from "node:url";
+import type { ShardEnv } from "../../pipeline/pool.ts";
+import { type Document, DocumentWriter, readDocuments } from "../documents.ts";
+import { openArchive, readArchive } from "./warc.ts";
+import { parseHttpResponse } from "./http.ts";
+import { decodeHtml, detectLanguage, extractText } from "./extract.ts";
+
+/** Options every source shard gets from the stage config. */
+export interface ExtractOptions {
+  /** Media types to keep (`text/html`, `text/plain`…); others are skipped as `type`. */
+  contentTypes: string[];
+  /** Records or files larger than this are skipped as `size`. */
+  maxBytes: number;
+  /** Documents with fewer characters of text are skipped as `empty`. */
+  minChars: number;
+}
+
+/** What a shard returns: counters (records read, skipped by reason, bytes in, documents out) and warnings. */
+export interface ShardResult {
+  stats: Record<string, number>;
+  /** The first warnings (file and byte offset or line); `stats.warnings` counts them all. */
+  warnings: string[];
+}
+
+const MAX_WARNINGS = 20;
+
+class Tally {
+  stats: Record<string, number> = {};
+  warnings: string[] = [];
+  add(name: string, n = 1) {
+    this.stats[name] = (this.stats[name] ?? 0) + n;
+  }
+  skip(reason: string) {
+    this.add(`skipped.${reason}`);
+  }
+  warn(message: string) {
+    this.add("warnings");
+    if (this.warnings.length < MAX_WARNINGS) this.warnings.push(message);
+  }
+  result(): ShardResult {
+    return { stats: this.stats, warnings: this.warnings };
+  }
+}
+
+/** A short, stable document id from where the document came from. */
+export function documentId(source: string, where: string | number): string {
+  return createHash("sha256").update(`${source}\0${where}`).digest("hex").slice(0, 20);
+}
+
+/** The media type of a Content-Type value, lower-cased, without parameters. */
+export function mediaType(contentType: string | undefined): string {
+  return (contentType ?? "").split(";")[0].trim().toLowerCase();
+}
+
+/** Turns page bytes into a document text plus what was learned on the way. */
+export function pageText(
+  bytes: Uint8Array,
+  contentType: string,
+): { text: string; title?: string; charset: string } {
+  const decoded = decodeHtml(bytes, contentType);
+  const type = mediaType(contentType);
+  if (type === "text/html" || type === "application/xhtml+xml" || type === "") {
+    const page = extractText(decoded.text);
+    const text = page.title && !page.text.startsWith(page.title)
+      ? `${page.title}\n\n${page.text}`
+      : page.text;
+    return { text: text.trim(), title: page.title, charset: decoded.charset };
+  }
+  return { text: decoded.text.replace(/\r\n?/g, "\n").trim(), charset: decoded.charset };
+}
+
+/** Builds the document for one page, or the reason to skip it. */
+export function pageDocument(
+  page: {
+    bytes: Uint8Array;
+    contentType: string;
+    url?: string;
+    fetchTime?: string;
+    status?: number;
+    source: string;
+    offset?: number;
+  },
+  opts: ExtractOptions,
+): Document | { skip: string } {
+  const type = mediaType(page.contentType);
+  if (type && !opts.contentTypes.includes(type)) return { skip: "type" };
+  if (page.bytes.length > opts.maxBytes) return { skip: "size" };
+  const { text, title, charset } = pageText(page.bytes, page.contentType);
+  if (text.length < opts.minChars) return { skip: "empty" };
+  const { lang, score } = detectLanguage(text);
+  const where = page.offset ?? page.url ?? "";
+  return {
+    id: documentId(page.source, where),
+    text,
+    url: page.url,
+    meta: {
+      url: page.url,
+      fetchTime: page.fetchTime,
+      status: page.status,
+      contentType: page.contentType || undefined,
+      charset,
+      title: title || undefined,
+      lang,
+      langScore: score,
+      source: page.source,
+      offset: page.offset,
+    },
+  };
+}
+
+async function openWriter(env: ShardEnv, shard: string): Promise<DocumentWriter> {
+  return new DocumentWriter(await env.out.create(shard), shard.endsWith(".gz"));
+}
+
+/** Arguments of {@linkcode warcShard}. */
+export interface WarcShardArgs {
+  /** Local path or http(s) URL of a WARC or ARC file. */
+  location: string;
+  /** Output file name, e.g. `crawl-00000.jsonl.gz`. */
+  shard: string;
+  opts: ExtractOptions;
+}
+
+/** Extracts a document from every HTML/text `response`, `resource` and ARC record of one archive. */
+export async function warcShard(args: WarcShardArgs, env: ShardEnv): Promise<ShardResult> {
+  const tally = new Tally();
+  const writer = await openWriter(env, args.shard);
+  try {
+    const source = await openArchive(args.location);
+    const records = readArchive(source, {
+      maxRecordBytes: args.opts.maxBytes,
+      onWarning: (w) => tally.warn(`${args.location}: byte ${w.offset}: ${w.message}`),
+    });
+    for await (const record of records) {
+      tally.add("records");
+      tally.add("bytesIn", record.length);
+      if (record.type !== "response" && record.type !== "resource") {
+        tally.skip("record-type");
+        continue;
+      }
+      if (!record.block) {
+        tally.skip("size");
+        continue;
+      }
+      let bytes = record.block;
+      let contentType = record.headers.get("content-type") ?? "";
+      let status: number | undefined;
+      if (record.type === "response" && /^https?:/i.test(record.url ?? "")) {
+        const http = parseHttpResponse(record.block, args.opts.maxBytes);
+        if (!http) {
+          tally.skip("not-http");
+          continue;
+        }
+        if (http.problem) tally.warn(`${args.location}: byte ${record.offset}: ${http.problem}`);
+        status = http.status;
+        if (status !== 200) {
+          tally.skip("status");
+          continue;
+        }
+        bytes = http.body;
+        contentType = http.headers.get("content-type") ?? "";
+      } else if (record.type === "response") {
+        tally.skip("record-type"); // dns:, whois: and other non-HTTP responses
+        continue;
+      }
+      const doc = pageDocument({
+        bytes,
+        contentType,
+        url: record.url,
+        fetchTime: record.date,
+        status,
+        source: args.location,
+        offset: record.offset,
+      }, args.opts);
+      if ("skip" in doc) {
+        tally.skip(doc.skip);
+        continue;
+      }
+      await writer.write(doc);
+      tally.add("documents");
+    }
+    await writer.close();
+  } catch (e) {
+    await writer.abort();
+    throw e;
+  }
+  return tally.result();
+}
+
+/** Arguments of {@linkcode filesShard}. */
+export interface FilesShardArgs {
+  paths: string[];
+  shard: string;
+  opts: ExtractOptions;
+}
+
+const TYPE_BY_EXTENSION: Record<string, string> = {
+  ".html": "text/html",
+  ".htm": "text/html",
+  ".xhtml": "application/xhtml+xml",
+  ".txt": "text/plain",
+  ".text": "text/plain",
+  ".md": "text/markdown",
+  ".markdown": "text/markdown",
+};
+
+/** Reads a group of local HTML, text and Markdown files, one document each. */
+export async function filesShard(args: FilesShardArgs, env: ShardEnv): Promise<ShardResult> {
+  const tally = new Tally();
+  const writer = await openWriter(env, args.shard);
+  try {
+    for (const path of args.paths) {
+      tally.add("records");
+      const type = TYPE_BY_EXTENSION[extname(path).toLowerCase()] ?? "application/octet-stream";
+      const info = await Deno.stat(path);
+      tally.add("bytesIn", info.size);
+      if (info.size > args.opts.maxBytes) {
+        tally.skip("size");
+        continue;
+      }
+      const doc = pageDocument({
+        bytes: await Deno.readFile(path),
+        contentType: type,
+        url: pathToFileURL(resolve(path)).href,
+        fetchTime: info.mtime?.toISOString(),
+        source: path,
+      }, { ...args.opts, contentTypes: [...args.opts.contentTypes, "text/markdown"] });
+      if ("skip" in doc) {
+        tally.skip(doc.skip);
+        continue;
+      }
+      doc.meta!.title ??= basename(path);
+      await writer.write(doc);
+      tally.add("documents");
+    }
+    await writer.close();
+  } catch (e) {
+    await writer.abort();
+    throw e;
+  }
+  return tally.result();
+}
+
+/** Arguments of {@linkcode jsonlShard}. */
+export interface JsonlShardArgs {
+  path: string;
+  shard: string;
+  opts: ExtractOptions;
+}
+
+/**
+ * Copies a JSONL document file (`{id, text, url?, meta?}` a line, optionally .gz/.zst) into a shard,
+ * adding the language where it is missing. Bad lines become warnings naming the line.
+ */
+export async function jsonlShard(args: JsonlShardArgs, env: ShardEnv): Promise<ShardResult> {
+  const tally = new Tally();
+  const writer = await openWriter(env, args.shard);
+  try {
+    const docs = readDocuments(args.path, {
+      onBadLine: (line, why) => {
+        tally.skip("bad-line");
+        tally.warn(`${args.path}:${line}: ${why}`);
+      },
+    });
+    for await (const { doc, line } of docs) {
+      tally.add("records");
+      tally.add("bytesIn", doc.text.length);
+      if (doc.text.trim().length < args.opts.minChars) {
+        tally.skip("empty");
+        continue;
+      }
+      const meta: Record<string, unknown> = { ...doc.meta, source: args.path, line };
+      if (meta.lang === undefined) {
+        const { lang, score } = detectLanguage(doc.text);
+        Object.assign(meta, { lang, langScore: score });
+      }
+      await writer.write({ ...doc, meta });
+      tally.add("documents");
+    }
+    await writer.close();
+  } catch (e) {
+    await writer.abort();
+    throw e;
+  }
+  return tally.result();
+}
