@@ -31,7 +31,8 @@ const USAGE = `usage: <pipeline.ts> [command] [flags]      (a pipeline file is i
        kiln [command] <pipeline.yaml> [flags]  (deno run -A pipeline/cli.ts …)
 
 commands:
-  run       bring the pipeline up to date: skip cached stages, resume partial ones (default)
+  run       bring the pipeline up to date: skip cached stages, resume partial ones (default);
+            then write the report (<workdir>/report.html)
   status    each stage: done, stale, partial or pending, and why it would rerun
   plan      what run would do, without doing it
   gc        remove artifacts and checkpoints that no current key points to
@@ -160,6 +161,9 @@ export async function main(args: string[], opts: { pipeline?: Pipeline<Kind | nu
     Deno.addSignalListener("SIGTERM", onSignal);
     try {
       const result = await p.execute({ ...common, command: "run", signal: controller.signal });
+      // Every successful run leaves an up-to-date report beside its artifacts.
+      const report = await p.execute({ ...common, command: "report" });
+      if (!common.quiet) console.error(`report: ${report.path}`);
       if (values.json) {
         console.log(JSON.stringify(
           {

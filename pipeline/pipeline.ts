@@ -622,6 +622,7 @@ class Runner {
       throw err;
     } finally {
       this.opts.signal?.removeEventListener("abort", onAbort);
+      this.reporter.finish();
     }
     const durationMs = performance.now() - started;
     await Deno.remove(dirs.tmp, { recursive: true }).catch(() => {});

@@ -69,8 +69,16 @@ export class ProgressReporter {
     this.#intervalMs = (opts.intervalS ?? 10) * 1000;
   }
 
-  /** Starts timing a stage. */
+  #ticker?: ReturnType<typeof setInterval>;
+
+  /** Starts timing a stage (on a terminal, the line is redrawn every second so elapsed and ETA move). */
   start(stage: string): void {
+    this.finish();
+    if (this.#tty && !this.#quiet) {
+      const ticker = setInterval(() => this.#draw(), 1000);
+      Deno.unrefTimer(ticker as unknown as number);
+      this.#ticker = ticker;
+    }
     this.#stage = stage;
     this.#started = performance.now();
     this.#lastDraw = this.#started;
@@ -108,6 +116,12 @@ export class ProgressReporter {
     if (this.#quiet) return;
     this.clear();
     Deno.stderr.writeSync(this.#encoder.encode(text + "\n"));
+  }
+
+  /** Stops the redraw timer of the current stage. */
+  finish(): void {
+    if (this.#ticker !== undefined) clearInterval(this.#ticker);
+    this.#ticker = undefined;
   }
 
   /** Removes the live line, if any. */
