@@ -60,7 +60,10 @@ if (await Deno.stat(WIKI).then(() => true, () => false)) {
   console.warn(`skipping WARC benchmarks: ${WIKI} is absent`);
 }
 
-// Live crawl of a local site of 2,000 linked pages, politeness off.
+// Live crawl of a local site of 2,000 linked pages (CRAWL_BENCH_PAGES), politeness off; RSS is
+// sampled every tenth of the crawl to show whether memory stays flat. With
+// `--v8-flags=--expose-gc` a full GC runs before each sample, so the samples (and the V8 heap in
+// use) show what is retained rather than garbage not yet collected.
 const PAGES = Number(Deno.env.get("CRAWL_BENCH_PAGES") ?? 2000);
 const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, (req) => {
   const path = new URL(req.url).pathname;
@@ -82,8 +85,14 @@ const env = {
   checkpoint: new Checkpoint(`${dir}/ckpt`, `${dir}/tmp`),
   signal: new AbortController().signal,
   log: () => {},
-  progress: () => {},
+  progress: ({ done }: { done: number }) => {
+    if (done % (PAGES / 10) !== 0) return;
+    gc?.();
+    samples.push(Deno.memoryUsage());
+  },
 };
+const gc = (globalThis as { gc?: () => void }).gc;
+const samples: Deno.MemoryUsage[] = [];
 const rss0 = Deno.memoryUsage().rss;
 const t2 = performance.now();
 const stats = await crawl(
@@ -117,5 +126,8 @@ console.log(
   } pages/s (${stats.fetched} pages, ${stats.documents} documents, ` +
     `${s2.toFixed(1)} s, RSS ${(rss0 / 1e6).toFixed(0)} → ${(Deno.memoryUsage().rss / 1e6).toFixed(0)} MB)`,
 );
+const series = (key: "rss" | "heapUsed") => samples.map((m) => (m[key] / 1e6).toFixed(0)).join(" ");
+console.log(`every ${PAGES / 10} pages${gc ? ", after a full GC" : ""}: RSS (MB) ${series("rss")}`);
+console.log(`                     V8 heap used (MB) ${series("heapUsed")}`);
 await server.shutdown();
 await Deno.remove(dir, { recursive: true });

@@ -11,7 +11,11 @@
  * Stats: `records` read, `skipped.<reason>` (`record-type`, `status`, `type`, `size`, `empty`,
  * `robots`, `error`, `redirects`, `scope`, `duplicate`, `bad-line`…), `bytesIn`, `documents`,
  * `warnings` (damage found in archives, with byte offsets, also written to the log), and for the
- * live crawl `fetched`, `robotsFetched` and `retries`.
+ * live crawl `fetched`, `robotsFetched`, `retries` and `linksBeyondMaxPages` (links found once
+ * `maxPages` URLs were queued: never fetched, so not kept).
+ *
+ * The live crawl resumes after a crash or kill -9 without fetching again a page it has written out
+ * (see `crawl/frontier.ts`).
  *
  * Permissions: `--allow-read` for local archives, files and JSONL; `--allow-net` for archive URLs
  * and the live crawl (`--allow-net=host,…` for just the seeds' hosts and the archives' hosts).

@@ -126,6 +126,15 @@ Deno.test("URL normalisation, link extraction and Retry-After", () => {
 function hostileServer() {
   const hits = new Map<string, number>();
   const bomb = new Uint8Array(gzipSync(new Uint8Array(64 * 1024 * 1024))); // 64 MiB of zeros, ~64 KB compressed
+  // A 600 KB robots.txt: its first 500 KiB are parsed (RFC 9309 §2.5), the rest is not. The cut falls
+  // inside "Disallow: /deep/2", which must not be read as "Disallow: /"; the "Disallow: /" after the
+  // cut must not count either.
+  const robotsHead = "User-agent: *\nDisallow: /secret\nDisallow: /*.pdf$\n";
+  const straddle = 500 * 1024 - "Disallow: /".length - robotsHead.length;
+  const padLines = Math.floor(straddle / 100) - 1;
+  const robots = robotsHead + ("#".repeat(99) + "\n").repeat(padLines) +
+    "#".repeat(straddle - padLines * 100 - 1) + "\n" + "Disallow: /deep/2\n" + "#".repeat(99_999) +
+    "\nDisallow: /\n";
   const page = (title: string, body: string, links: string[] = []) =>
     `<html><head><title>${title}</title></head><body><p>${body}</p>${
       links.map((l) => `<a href="${l}">${l}</a>`).join(" ")
@@ -138,7 +147,7 @@ function hostileServer() {
       new Response(s, { headers: { "content-type": "text/html; charset=utf-8", ...headers } });
     switch (path) {
       case "/robots.txt":
-        return new Response("User-agent: *\nDisallow: /secret\nDisallow: /*.pdf$\n");
+        return new Response(robots);
       case "/":
         return html(page("Home", "The home page of the hostile test server.", [
           "/secret/page",

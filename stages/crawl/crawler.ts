@@ -9,11 +9,13 @@
  *   at most `maxBytes` of memory; a content-type filter decided from the headers, before the body.
  * - Retries: 429, 5xx and network errors are retried `retries` times with exponential backoff, or
  *   after the server's Retry-After (capped at `maxRetryAfterMs`).
- * - Resumable: finished pages are flushed in batches. A batch's documents are first written into the
- *   checkpoint, then the crawl state (frontier = queued + in-flight URLs, the seen set, counters) is
- *   saved atomically: that save is the commit point. Only then is the batch's output shard written,
- *   and a rerun rewrites any shard missing for a committed batch. So after kill -9 no page whose
- *   document was committed is fetched again and none is lost; pages in flight are fetched again.
+ * - Resumable: finished pages are committed in batches of `batchPages`: the batch's documents and
+ *   skips go into the checkpoint, then one segment (the batch's new, redirected-to and finished URLs
+ *   and the counters) is appended to an fsynced frontier log: the commit point; then the batch's
+ *   output is written. After kill -9 a rerun replays the log, so no page of a committed batch is
+ *   fetched again and none is lost; only pages in flight or in an uncommitted batch are fetched
+ *   again. frontier.ts has the log's format and the full argument. Memory and time per batch do not
+ *   grow with the crawl (the seen set and the queue, a URL each, are what does).
  * - Every URL that does not become a document is recorded with its reason in
  *   `skipped/crawl-live-NNNNN.json`, and counted in the stats as `skipped.<reason>`.
  * - Optionally every fetch is also written as WARC request/response records
@@ -22,11 +24,13 @@
  */
 import { Parser } from "htmlparser2";
 import { gzipSync } from "node:zlib";
+import { dirname } from "node:path";
 import type { Checkpoint, OutputWriter } from "../../pipeline/workspace.ts";
-import { InterruptedError } from "../../pipeline/errors.ts";
+import { InterruptedError, KilnError } from "../../pipeline/errors.ts";
 import { type Document, DocumentWriter } from "../documents.ts";
 import { type ExtractOptions, mediaType, pageDocument } from "./sources.ts";
 import { MAX_ROBOTS_BYTES, type RobotsRules, robotsRules } from "./robots.ts";
+import { FrontierLog, type Host, HostQueues, type QueueEntry } from "./frontier.ts";
 
 /** Options of the live crawler (the stage's `urls` config). */
 export interface CrawlOptions {
@@ -63,20 +67,6 @@ export interface CrawlEnv {
   progress(update: { done: number; total?: number; unit?: string; bytes?: number }): void;
 }
 
-interface QueueEntry {
-  url: string;
-  depth: number;
-}
-
-/** Saved state: the commit point of every batch. */
-interface CrawlState {
-  queue: QueueEntry[];
-  seen: string[];
-  fetched: number;
-  batches: number;
-  stats: Record<string, number>;
-}
-
 interface Skip {
   url: string;
   reason: string;
@@ -88,7 +78,8 @@ type FetchOutcome =
   | { ok: true; url: string; status: number; headers: Headers; body: Uint8Array; fetchTime: string }
   | { ok: false; reason: string; detail?: string };
 
-const STATE = "live-state";
+/** The frontier log, in the checkpoint (see frontier.ts). */
+export const FRONTIER_LOG = "live/frontier.log";
 const batchName = (k: number) => `crawl-live-${String(k).padStart(5, "0")}`;
 
 /** Normalises a URL for the frontier: http(s) only, no fragment; undefined when not crawlable. */
@@ -217,24 +208,32 @@ export async function crawl(
   extract: ExtractOptions,
   env: CrawlEnv,
 ): Promise<Record<string, number>> {
-  const saved = await env.checkpoint.load<CrawlState>(STATE);
-  const state: CrawlState = saved ?? { queue: [], seen: [], fetched: 0, batches: 0, stats: {} };
-  const seen = new Set(state.seen);
-  const queue: QueueEntry[] = state.queue;
-  const stats = state.stats;
+  const { log, replay } = await FrontierLog.open(env.checkpoint.path(FRONTIER_LOG));
+  const seen = replay.seen;
+  const queues = new HostQueues(options.delayMs);
+  for (const entry of replay.queue) queues.push(entry);
+  const stats = { ...replay.last?.stats };
+  let fetched = replay.last?.fetched ?? 0;
+  let batches = replay.last ? replay.last.batch + 1 : 0;
+  // Every URL taken from the queue counts towards maxPages, whatever its outcome, so at most
+  // maxPages URLs are ever queued: links found after that would never be fetched, and not keeping
+  // them bounds the queue and the seen set by maxPages rather than by the web's fan-out.
+  let queueRoom = options.maxPages - fetched - replay.queue.length;
   const add = (name: string, n = 1) => stats[name] = (stats[name] ?? 0) + n;
-  if (saved) {
-    env.log(
-      `crawl: resuming: ${state.fetched} pages fetched, ${queue.length} queued, ${state.batches} batches`,
-    );
-    // Batches committed by the state but whose shards were not written before the crash.
-    for (let k = 0; k < state.batches; k++) await writeBatchOutput(k, env, options.warc);
+  /** Frontier log records of the finished pages not yet committed (see frontier.ts). */
+  let pendingRecords: string[] = [];
+  if (replay.last) {
+    env.log(`crawl: resuming: ${fetched} pages fetched, ${queues.size} queued, ${batches} batches`);
+    // Batches committed in the log whose output was not written before the crash.
+    for (let k = 0; k < batches; k++) await writeBatchOutput(k, env, options.warc);
   } else {
     for (const seed of options.seeds) {
       const url = normalizeUrl(seed);
       if (url && !seen.has(url)) {
         seen.add(url);
-        queue.push({ url, depth: 0 });
+        queues.push({ url, depth: 0 });
+        pendingRecords.push(`q 0 ${url}\n`);
+        queueRoom--;
       }
     }
   }
@@ -249,34 +248,36 @@ export async function crawl(
     return seedHosts.some((h) => host === h || host.endsWith("." + h));
   };
 
-  // Per host: busy while a request (or its retry wait) is under way, and when it may be asked next.
-  const hosts = new Map<string, { busy: boolean; nextAt: number; delayMs: number }>();
   const robots = new Map<string, Promise<RobotsRules>>();
-  const inFlight = new Map<number, QueueEntry>();
-  let nextTaskId = 0;
   let pendingDocs: Document[] = [];
   let pendingSkips: Skip[] = [];
   let pendingWarc = new WarcRecords();
-  let completedSinceFlush = 0;
+  let pendingPages = 0;
   let flushing: Promise<void> = Promise.resolve();
+  /** The first error of a page or a commit; the crawl stops at it. */
+  let failure: unknown;
   const abort = new AbortController();
   const onAbort = () => abort.abort();
   env.signal.addEventListener("abort", onAbort, { once: true });
 
   const hostOf = (url: string) => new URL(url).host;
-  const hostState = (host: string) => {
-    let h = hosts.get(host);
-    if (!h) hosts.set(host, h = { busy: false, nextAt: 0, delayMs: options.delayMs });
-    return h;
-  };
 
-  /** One HTTP GET with the timeouts and the body limit; redirects are returned, not followed. */
-  const fetchOnce = async (url: string, maxBytes: number, accept?: (type: string) => boolean) => {
+  /**
+   * One HTTP GET with the timeouts and the body limit; redirects are returned, not followed. A body
+   * over `maxBytes` is skipped ("size"), or with `cut` kept up to `maxBytes` (`truncated`).
+   */
+  const fetchOnce = async (
+    url: string,
+    maxBytes: number,
+    accept?: (type: string) => boolean,
+    cut = false,
+  ) => {
     const controller = new AbortController();
     const stop = () => controller.abort();
     abort.signal.addEventListener("abort", stop, { once: true });
     let timedOut = "";
     let tooBig = false;
+    let truncated = false;
     const total = setTimeout(() => (timedOut = "total", controller.abort()), options.timeoutMs);
     const connect = setTimeout(() => (timedOut = "connect", controller.abort()), options.connectTimeoutMs);
     try {
@@ -296,7 +297,7 @@ export async function crawl(
         await response.body?.cancel();
         return { response, body: new Uint8Array(0), skip: "type" as const };
       }
-      if (declared > maxBytes) {
+      if (declared > maxBytes && !cut) {
         await response.body?.cancel();
         return { response, body: new Uint8Array(0), skip: "size" as const };
       }
@@ -304,11 +305,16 @@ export async function crawl(
       let size = 0;
       if (response.body) {
         for await (const chunk of response.body) {
-          size += chunk.length;
-          if (size > maxBytes) {
-            tooBig = true;
-            break; // cancels the body stream: nothing more is read or decompressed
+          if (size + chunk.length > maxBytes) {
+            // Either way the loop is left, which cancels the body: nothing more is read or decompressed.
+            if (cut) {
+              parts.push(chunk.subarray(0, maxBytes - size));
+              size = maxBytes;
+              truncated = true;
+            } else tooBig = true;
+            break;
           }
+          size += chunk.length;
           parts.push(chunk);
         }
       }
@@ -320,7 +326,7 @@ export async function crawl(
         at += p.length;
       }
       add("bytesIn", size);
-      return { response, body };
+      return { response, body, truncated };
     } catch (e) {
       if (abort.signal.aborted) throw new InterruptedError("interrupted");
       if (timedOut) {
@@ -335,12 +341,17 @@ export async function crawl(
   };
 
   /** GET with retries on 429/5xx/network errors. */
-  const fetchRetrying = async (url: string, maxBytes: number, accept?: (type: string) => boolean) => {
+  const fetchRetrying = async (
+    url: string,
+    maxBytes: number,
+    accept?: (type: string) => boolean,
+    cut = false,
+  ) => {
     for (let attempt = 0;; attempt++) {
       let wait: number;
       let why: string;
       try {
-        const result = await fetchOnce(url, maxBytes, accept);
+        const result = await fetchOnce(url, maxBytes, accept, cut);
         const status = result.response.status;
         if (status !== 429 && status < 500) return result;
         why = `HTTP ${status}`;
@@ -372,17 +383,25 @@ export async function crawl(
           // robots.txt may redirect (RFC 9309 §2.3.1.2: follow at least five hops).
           let target = robotsUrl;
           for (let hop = 0; hop <= 5; hop++) {
-            const { response, body } = await fetchRetrying(target, MAX_ROBOTS_BYTES);
+            // RFC 9309 §2.5: parse at least the first 500 KiB of a longer file.
+            const { response, body, truncated } = await fetchRetrying(
+              target,
+              MAX_ROBOTS_BYTES,
+              undefined,
+              true,
+            );
             add("robotsFetched");
             const location = response.headers.get("location");
             if (response.status >= 300 && response.status < 400 && location) {
               target = new URL(location, target).href;
               continue;
             }
-            const text = new TextDecoder().decode(body);
+            let text = new TextDecoder().decode(body);
+            // The line the cut went through may be a rule cut short (`Allow: /p` of `Allow: /private`).
+            if (truncated) text = text.slice(0, text.lastIndexOf("\n") + 1);
             const r = robotsRules(robotsUrl, response.status, text, options.userAgent);
             if (r.crawlDelay !== undefined) {
-              const h = hostState(new URL(url).host);
+              const h = queues.host(hostOf(url));
               h.delayMs = Math.max(h.delayMs, Math.min(r.crawlDelay * 1000, 60_000));
             }
             return r;
@@ -400,8 +419,11 @@ export async function crawl(
 
   const accept = (type: string) => extract.contentTypes.includes(mediaType(type)) || mediaType(type) === "";
 
-  /** Fetches a page, following redirects hop by hop (each hop checked against scope and robots). */
-  const fetchPage = async (start: string): Promise<FetchOutcome> => {
+  /**
+   * Fetches a page, following redirects hop by hop (each hop checked against scope and robots);
+   * the redirect targets it marks seen are added to `hops`.
+   */
+  const fetchPage = async (start: string, hops: string[]): Promise<FetchOutcome> => {
     let url = start;
     for (let hop = 0;; hop++) {
       if (options.robots && !(await rulesFor(url)).isAllowed(url)) return { ok: false, reason: "robots" };
@@ -430,9 +452,10 @@ export async function crawl(
           return { ok: false, reason: "redirects", detail: "redirect loop" };
         }
         seen.add(next);
+        hops.push(next);
         // The next hop may be on another host: wait our turn there too.
         if (hostOf(next) !== hostOf(url)) {
-          const h = hostState(hostOf(next));
+          const h = queues.host(hostOf(next));
           while (h.busy || Date.now() < h.nextAt) {
             await sleep(Math.max(10, h.nextAt - Date.now()), abort.signal);
           }
@@ -446,26 +469,20 @@ export async function crawl(
     }
   };
 
-  const snapshotState = (): CrawlState => ({
-    queue: [...inFlight.values(), ...queue],
-    seen: [...seen],
-    fetched: state.fetched,
-    batches: state.batches,
-    stats: { ...stats },
-  });
-
-  /** Commits what finished so far as one batch (see the module doc for the order of writes). */
+  /** Commits what finished so far as one batch (frontier.ts says why in this order). */
   const flush = () => {
-    if (completedSinceFlush === 0) return flushing;
-    const k = state.batches++;
+    if (pendingPages === 0) return flushing;
+    const k = batches++;
     const docs = pendingDocs;
     const skips = pendingSkips;
     const warc = pendingWarc;
-    const snapshot = snapshotState();
+    const records = pendingRecords.join("");
+    const info = { batch: k, fetched, stats: { ...stats } };
     pendingDocs = [];
     pendingSkips = [];
     pendingWarc = new WarcRecords();
-    completedSinceFlush = 0;
+    pendingRecords = [];
+    pendingPages = 0;
     flushing = flushing.then(async () => {
       const lines = docs.map((d) => JSON.stringify(d) + "\n").join("");
       await env.checkpoint.writeFile(`live/${batchName(k)}.jsonl`, new TextEncoder().encode(lines));
@@ -476,98 +493,86 @@ export async function crawl(
       if (options.warc) {
         await env.checkpoint.writeFile(`live/${batchName(k)}.warc.gz`, concat(warc.chunks, warc.size));
       }
-      await env.checkpoint.save(STATE, snapshot); // the commit point
+      await log.commit(records, info); // the commit point
       await writeBatchOutput(k, env, options.warc);
     });
+    flushing.catch((e) => failure ??= e);
     return flushing;
   };
 
-  const process = async (entry: QueueEntry) => {
-    const outcome = await fetchPage(entry.url);
-    state.fetched++;
+  /**
+   * Books a finished page: its document or skip, its links queued, and its frontier records, all in
+   * one synchronous step, so a batch taken by `flush` only ever holds whole pages.
+   */
+  const finish = (entry: QueueEntry, outcome: FetchOutcome, hops: string[]) => {
+    fetched++;
     add("fetched");
+    for (const hop of hops) pendingRecords.push(`s ${hop}\n`);
     if (!outcome.ok) {
       add(`skipped.${outcome.reason}`);
       pendingSkips.push({ url: entry.url, reason: outcome.reason, detail: outcome.detail });
-      return;
-    }
-    const type = outcome.headers.get("content-type") ?? "";
-    const offset = options.warc ? pendingWarc.add(outcome, options.userAgent) : undefined;
-    const doc = pageDocument({
-      bytes: outcome.body,
-      contentType: type,
-      url: outcome.url,
-      fetchTime: outcome.fetchTime,
-      status: outcome.status,
-      source: options.warc ? `warc/${batchName(state.batches)}.warc.gz` : "live",
-      offset,
-    }, extract);
-    if ("skip" in doc) {
-      add(`skipped.${doc.skip}`);
-      pendingSkips.push({ url: entry.url, reason: doc.skip });
     } else {
-      pendingDocs.push(doc);
-      add("documents");
-    }
-    if (entry.depth < options.maxDepth && /html/.test(mediaType(type))) {
-      const html = new TextDecoder().decode(outcome.body);
-      for (const link of extractLinks(html, outcome.url)) {
-        if (seen.has(link) || !inScope(link)) continue;
-        seen.add(link);
-        queue.push({ url: link, depth: entry.depth + 1 });
+      const type = outcome.headers.get("content-type") ?? "";
+      const offset = options.warc ? pendingWarc.add(outcome, options.userAgent) : undefined;
+      const doc = pageDocument({
+        bytes: outcome.body,
+        contentType: type,
+        url: outcome.url,
+        fetchTime: outcome.fetchTime,
+        status: outcome.status,
+        source: options.warc ? `warc/${batchName(batches)}.warc.gz` : "live",
+        offset,
+      }, extract);
+      if ("skip" in doc) {
+        add(`skipped.${doc.skip}`);
+        pendingSkips.push({ url: entry.url, reason: doc.skip });
+      } else {
+        pendingDocs.push(doc);
+        add("documents");
+      }
+      if (entry.depth < options.maxDepth && /html/.test(mediaType(type))) {
+        const html = new TextDecoder().decode(outcome.body);
+        for (const link of extractLinks(html, outcome.url)) {
+          if (seen.has(link) || !inScope(link)) continue;
+          if (queueRoom <= 0) {
+            add("linksBeyondMaxPages");
+            continue;
+          }
+          queueRoom--;
+          seen.add(link);
+          queues.push({ url: link, depth: entry.depth + 1 });
+          pendingRecords.push(`q ${entry.depth + 1} ${link}\n`);
+        }
       }
     }
+    pendingRecords.push(`d ${entry.url}\n`);
+    if (++pendingPages >= options.batchPages) flush();
+    env.progress({ done: fetched, total: options.maxPages, unit: "pages", bytes: stats.bytesIn });
   };
 
-  // The scheduler: start the first queued URL whose host is free and due, up to `concurrency`.
+  // The scheduler: start a URL of the idle host due first, up to `concurrency` at a time.
   let running = 0;
-  let failure: unknown;
   let wake: () => void = () => {};
   try {
     while (!abort.signal.aborted && failure === undefined) {
-      const budget = options.maxPages - state.fetched - running;
-      if (running === 0 && (queue.length === 0 || budget <= 0)) break;
-      let started = false;
-      let earliest = Infinity;
+      const budget = options.maxPages - fetched - running;
+      if (running === 0 && (queues.size === 0 || budget <= 0)) break;
+      let next: ReturnType<HostQueues["take"]> = undefined;
       if (running < options.concurrency && budget > 0) {
-        const now = Date.now();
-        for (let i = 0; i < queue.length; i++) {
-          const h = hostState(hostOf(queue[i].url));
-          if (h.busy) continue;
-          if (h.nextAt > now) {
-            earliest = Math.min(earliest, h.nextAt);
-            continue;
-          }
-          const entry = queue.splice(i, 1)[0];
-          const id = nextTaskId++;
-          inFlight.set(id, entry);
-          h.busy = true;
+        next = queues.take(Date.now());
+        if (typeof next === "object") {
+          const { entry, host } = next;
+          const hops: string[] = [];
           running++;
-          started = true;
-          process(entry).then(() => {
-            inFlight.delete(id);
-            completedSinceFlush++;
-            if (completedSinceFlush >= options.batchPages) flush();
-            env.progress({
-              done: state.fetched,
-              total: options.maxPages,
-              unit: "pages",
-              bytes: stats.bytesIn,
-            });
-          }, (e) => {
-            failure ??= e;
-          }).finally(() => {
-            running--;
-            h.busy = false;
-            h.nextAt = Date.now() + h.delayMs;
-            wake();
-          });
-          break;
+          fetchPage(entry.url, hops)
+            .then((outcome) => finish(entry, outcome, hops))
+            .catch((e) => failure ??= e)
+            .finally(() => release(host));
+          continue;
         }
       }
-      if (started) continue;
       // Nothing could start: wait for a task to finish or a host to become due.
-      const wait = earliest === Infinity ? 1000 : Math.max(1, earliest - Date.now());
+      const wait = typeof next === "number" ? Math.max(1, next - Date.now()) : 1000;
       await new Promise<void>((resolve) => {
         const timer = setTimeout(resolve, wait);
         wake = () => {
@@ -578,13 +583,20 @@ export async function crawl(
     }
     // Let the pages in flight finish (or abort them on interrupt), then commit what is done.
     while (running > 0) await new Promise<void>((resolve) => wake = resolve);
+    await flush().catch(() => {});
   } finally {
     env.signal.removeEventListener("abort", onAbort);
+    log.close();
   }
   if (failure !== undefined && !(failure instanceof InterruptedError)) throw failure;
-  await flush();
   if (abort.signal.aborted || failure !== undefined) throw new InterruptedError("interrupted");
   return stats;
+
+  function release(host: Host) {
+    running--;
+    queues.release(host, Date.now());
+    wake();
+  }
 }
 
 function concat(chunks: Uint8Array[], size: number): Uint8Array {
@@ -597,23 +609,37 @@ function concat(chunks: Uint8Array[], size: number): Uint8Array {
   return out;
 }
 
-/** Writes batch `k`'s output files from its checkpointed copy, unless they exist already. */
+/**
+ * Writes batch `k`'s output files from its checkpointed copy, unless they exist already; then drops
+ * that copy, so the checkpoint holds only batches in the making (disk, like memory, stays O(batch)).
+ */
 async function writeBatchOutput(k: number, env: CrawlEnv, warc: boolean): Promise<void> {
   const name = batchName(k);
+  /** The checkpointed copy of a committed batch's file; it is only deleted once all output exists. */
+  const copy = async (suffix: string) => {
+    const bytes = await env.checkpoint.readFile(`live/${name}${suffix}`);
+    if (bytes) return bytes;
+    throw new KilnError(
+      `crawl: batch ${name} is committed in ${env.checkpoint.path(FRONTIER_LOG)}, but neither its ` +
+        `output nor its copy ${env.checkpoint.path(`live/${name}${suffix}`)} exists (were files removed ` +
+        `from the work directory?); delete ${dirname(env.checkpoint.dir)} to crawl again`,
+    );
+  };
   if (!(await env.out.exists(`${name}.jsonl.gz`))) {
-    const bytes = await env.checkpoint.readFile(`live/${name}.jsonl`);
+    const bytes = await copy(".jsonl");
     const writer = new DocumentWriter(await env.out.create(`${name}.jsonl.gz`), true);
-    for (const line of new TextDecoder().decode(bytes ?? new Uint8Array()).split("\n")) {
+    for (const line of new TextDecoder().decode(bytes).split("\n")) {
       if (line) await writer.write(JSON.parse(line));
     }
     await writer.close();
   }
   if (!(await env.out.exists(`skipped/${name}.json`))) {
-    const bytes = await env.checkpoint.readFile(`live/${name}.skipped.json`);
-    await env.out.writeFile(`skipped/${name}.json`, bytes ?? new TextEncoder().encode("[]"));
+    await env.out.writeFile(`skipped/${name}.json`, await copy(".skipped.json"));
   }
   if (warc && !(await env.out.exists(`warc/${name}.warc.gz`))) {
-    const bytes = await env.checkpoint.readFile(`live/${name}.warc.gz`);
-    if (bytes) await env.out.writeFile(`warc/${name}.warc.gz`, bytes);
+    await env.out.writeFile(`warc/${name}.warc.gz`, await copy(".warc.gz"));
+  }
+  for (const suffix of [".jsonl", ".skipped.json", ".warc.gz"]) {
+    await Deno.remove(env.checkpoint.path(`live/${name}${suffix}`)).catch(() => {});
   }
 }

@@ -2,7 +2,8 @@
  * robots.txt per RFC 9309, on top of `robots-parser` (user-agent groups, merged groups, allow and
  * disallow with `*` and `$`, longest match wins, allow on ties, Crawl-delay). This module adds the
  * RFC's rules for fetching the file: a 4xx ("unavailable") allows everything, a 5xx or a network
- * failure ("unreachable") disallows everything, and at most 500 KiB of it is parsed.
+ * failure ("unreachable") disallows everything, and at most 500 KiB of it is parsed (the crawler
+ * reads the first 500 KiB of a longer file and drops the line the cut goes through).
  * @module
  */
 import robotsParserModule from "robots-parser";

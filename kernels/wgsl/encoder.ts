@@ -1,0 +1,56 @@
+/**
+ * Token + position embedding forward, and its deterministic backward: `dwpe` a thread per (t, c)
+ * summing over the batch, `dwte` a thread per (token bucket, c) summing that token's positions in
+ * order (the buckets come from the host, see `host.ts`).
+ * @module
+ */
+import { memo, WG } from "./kernel.ts";
+
+const ELEMENT = `
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+        @builtin(local_invocation_index) lid: u32) {
+  let i = group_index(wid, nwg) * ${WG}u + lid;
+  if (i >= P.n) { return; }`;
+
+/** `out[b, t, c] = wte[tokens[b, t], c] + wpe[t, c]`; n = B·T·C. */
+export const encoderForwardKernel = memo(() => ({
+  name: "encoder_forward",
+  tensors: [["out", "f32"], ["tokens", "u32"], ["wte", "f32"], ["wpe", "f32"]],
+  params: [["n", "u32"], ["T", "u32"], ["C", "u32"]],
+  code: `${ELEMENT}
+  let bt = i / P.C;
+  let c = i % P.C;
+  out[P.out + i] = wte[P.wte + tokens[P.tokens + bt] * P.C + c] + wpe[P.wpe + (bt % P.T) * P.C + c];
+}`,
+}));
+
+/** `dwpe[t, c] += Σ_b dout[b, t, c]`; n = T·C. */
+export const encoderBackwardPositionKernel = memo(() => ({
+  name: "encoder_backward_position",
+  tensors: [["dwpe", "f32"], ["dout", "f32"]],
+  params: [["n", "u32"], ["B", "u32"]],
+  code: `${ELEMENT}
+  var sum = 0.0;
+  for (var b = 0u; b < P.B; b++) { sum += dout[P.dout + b * P.n + i]; }
+  dwpe[P.dwpe + i] += sum;
+}`,
+}));
+
+/** `dwte[token, c] += Σ_{positions of token} dout[position, c]`; n = buckets·C. */
+export const encoderBackwardTokenKernel = memo(() => ({
+  name: "encoder_backward_token",
+  tensors: [["dwte", "f32"], ["dout", "f32"], ["buckets", "u32"]],
+  params: [["n", "u32"], ["count", "u32"], ["C", "u32"]],
+  code: `${ELEMENT}
+  let bucket = i / P.C;
+  let c = i % P.C;
+  let token = buckets[P.buckets + bucket];
+  let start = buckets[P.buckets + P.count + bucket];
+  let end = buckets[P.buckets + P.count + bucket + 1u];
+  let positions = P.buckets + 2u * P.count + 1u;
+  var sum = 0.0;
+  for (var j = start; j < end; j++) { sum += dout[P.dout + buckets[positions + j] * P.C + c]; }
+  dwte[P.dwte + token * P.C + c] += sum;
+}`,
+}));

@@ -1,0 +1,396 @@
+/**
+ * The GPT-2 model: forward and backward written out layer by layer, as in llm.c, over one flat
+ * parameter buffer, one flat gradient buffer and per-layer activation buffers, through the ops of
+ * a compute {@linkcode Backend} (WebGPU or the CPU reference; the code is the same for both).
+ *
+ * forward:  encoder → L × [ln_1, c_attn, attention, c_proj (+residual), ln_2, c_fc, GELU,
+ *           mlp.c_proj (+residual)] → ln_f → logits = ln_f · wteᵀ (tied) → softmax cross-entropy
+ * backward: the same in reverse, accumulating into the gradient buffer (so micro-batches add up).
+ *
+ * The ops are recorded, not run: on WebGPU a whole step goes to the device as one command buffer,
+ * and nothing is read back until someone downloads a tensor.
+ *
+ * Other stages reuse the pieces: SFT passes a loss mask and segment ids (packed conversations);
+ * a reward model or PPO value head applies its own projection to {@linkcode Activations.lnf} (the
+ * final LayerNorm output, see {@linkcode ScalarHead}) and hands its gradient to
+ * {@linkcode GPT.backwardTrunk}.
+ *
+ * @example One training step on the CPU
+ * ```ts
+ * import { createCpuBackend } from "../kernels/cpu.ts";
+ * import { gptConfig } from "./config.ts";
+ * import { initParams, paramLayout } from "./params.ts";
+ * import { GPT } from "./gpt.ts";
+ * const layout = paramLayout(gptConfig({ layers: 2, dim: 32, heads: 2, context: 16, vocab: 64 }));
+ * const model = new GPT(createCpuBackend(), layout, initParams(layout, 1), { training: true });
+ * const acts = model.activations(2, 16);
+ * const inputs = new Int32Array(32).map((_, i) => i % 64), targets = inputs.map((t) => (t + 1) % 64);
+ * model.forward(acts, inputs, { targets });
+ * model.backward(acts);
+ * console.log(await model.readLoss(acts));
+ * ```
+ * @module
+ */
+import type { Backend, Tensor } from "../kernels/backend.ts";
+import type { GPTConfig } from "./config.ts";
+import type { ParamEntry, ParamLayout } from "./params.ts";
+
+/** One block's activations, kept from the forward for the backward. */
+interface LayerActs {
+  ln1: Tensor;
+  ln1Mean: Tensor;
+  ln1Rstd: Tensor;
+  qkv: Tensor;
+  atty: Tensor;
+  lse: Tensor;
+  /** Residual stream after attention. */
+  res2: Tensor;
+  ln2: Tensor;
+  ln2Mean: Tensor;
+  ln2Rstd: Tensor;
+  fch: Tensor;
+  fchGelu: Tensor;
+  /** Residual stream after the MLP: the block's output. */
+  res3: Tensor;
+}
+
+/** Activation buffers for a batch shape B × T (allocate once, reuse every step). */
+export interface Activations {
+  B: number;
+  T: number;
+  tokens: Tensor;
+  /** The tokens of the current forward, on the host (the embedding backward buckets them there). */
+  hostTokens: Uint32Array;
+  targets: Tensor;
+  mask?: Tensor;
+  segments?: Tensor;
+  /** What the loss is divided by: the mask's sum, or B·T. */
+  lossNorm: number;
+  encoded: Tensor;
+  layers: LayerActs[];
+  lnf: Tensor;
+  lnfMean: Tensor;
+  lnfRstd: Tensor;
+  /** `[B·T, V]` logits; after a forward with targets, the gradient of the loss with respect to them. */
+  logits: Tensor;
+  /** Per-token losses `[B·T]` (masked, not normalised). */
+  losses: Tensor;
+  /** Scratch for the backward. */
+  dresidual: Tensor;
+  dC: Tensor;
+  dC2: Tensor;
+  dqkv: Tensor;
+  dfch: Tensor;
+  /** Scalar scratch: the summed loss. */
+  lossSum: Tensor;
+  /** Every buffer allocated, to free them. */
+  owned: Tensor[];
+}
+
+/** Options of {@linkcode GPT.forward}. */
+export interface ForwardOptions {
+  /** Next-token targets `[B·T]`: compute the loss and, in place of the logits, their gradient. */
+  targets?: Int32Array;
+  /** Per-token loss weights `[B·T]` (SFT: 0 on prompt tokens). Needs `mask: true` activations. */
+  lossMask?: Float32Array;
+  /** Segment ids `[B·T]` for packed sequences (attention stays inside a segment). */
+  segments?: Int32Array;
+  /** Factor on the gradient (1 / micro-batches under gradient accumulation). Default 1. */
+  gradScale?: number;
+}
+
+/** Per-layer views of a flat buffer laid out by {@linkcode ParamLayout}. */
+interface LayerViews {
+  ln1w: Tensor;
+  ln1b: Tensor;
+  qkvw: Tensor;
+  qkvb: Tensor;
+  attprojw: Tensor;
+  attprojb: Tensor;
+  ln2w: Tensor;
+  ln2b: Tensor;
+  fcw: Tensor;
+  fcb: Tensor;
+  fcprojw: Tensor;
+  fcprojb: Tensor;
+}
+
+/** Views of every tensor of a flat buffer (parameters or gradients). */
+export interface ParamViews {
+  wte: Tensor;
+  wpe: Tensor;
+  layers: LayerViews[];
+  lnfw: Tensor;
+  lnfb: Tensor;
+}
+
+function views(backend: Backend, flat: Tensor, layout: ParamLayout): ParamViews {
+  const v = (e: ParamEntry) => backend.view(flat, e.offset, e.size);
+  return {
+    wte: v(layout.wte),
+    wpe: v(layout.wpe),
+    layers: layout.layers.map((l) => ({
+      ln1w: v(l.ln1w),
+      ln1b: v(l.ln1b),
+      qkvw: v(l.qkvw),
+      qkvb: v(l.qkvb),
+      attprojw: v(l.attprojw),
+      attprojb: v(l.attprojb),
+      ln2w: v(l.ln2w),
+      ln2b: v(l.ln2b),
+      fcw: v(l.fcw),
+      fcb: v(l.fcb),
+      fcprojw: v(l.fcprojw),
+      fcprojb: v(l.fcprojb),
+    })),
+    lnfw: v(layout.lnfw),
+    lnfb: v(layout.lnfb),
+  };
+}
+
+/** A GPT on a backend: its parameters (and, for training, gradients) live on the device. */
+export class GPT {
+  readonly config: GPTConfig;
+  /** The flat parameter buffer. */
+  readonly params: Tensor;
+  readonly p: ParamViews;
+  /** The flat gradient buffer (training only). */
+  readonly grads?: Tensor;
+  readonly g?: ParamViews;
+
+  constructor(
+    readonly backend: Backend,
+    readonly layout: ParamLayout,
+    params: Float32Array,
+    options: { training?: boolean } = {},
+  ) {
+    if (params.length !== layout.total) {
+      throw new Error(`parameter buffer has ${params.length} elements, the layout needs ${layout.total}`);
+    }
+    this.config = layout.config;
+    this.params = backend.alloc(layout.total);
+    backend.upload(this.params, params);
+    this.p = views(backend, this.params, layout);
+    if (options.training) {
+      this.grads = backend.alloc(layout.total);
+      this.g = views(backend, this.grads, layout);
+    }
+  }
+
+  /** Allocates activation buffers for B sequences of T tokens (`mask`/`segments`: SFT inputs). */
+  activations(B: number, T: number, options: { mask?: boolean; segments?: boolean } = {}): Activations {
+    const { layers: L, dim: C, heads: NH, vocab: V, context } = this.config;
+    if (T > context) throw new Error(`sequence length ${T} exceeds the model's context ${context}`);
+    const owned: Tensor[] = [];
+    const alloc = (n: number, dtype: "f32" | "u32" = "f32") => {
+      const t = this.backend.alloc(n, dtype);
+      owned.push(t);
+      return t;
+    };
+    const BT = B * T;
+    return {
+      B,
+      T,
+      tokens: alloc(BT, "u32"),
+      hostTokens: new Uint32Array(BT),
+      targets: alloc(BT, "u32"),
+      mask: options.mask ? alloc(BT) : undefined,
+      segments: options.segments ? alloc(BT, "u32") : undefined,
+      lossNorm: BT,
+      encoded: alloc(BT * C),
+      layers: Array.from({ length: L }, () => ({
+        ln1: alloc(BT * C),
+        ln1Mean: alloc(BT),
+        ln1Rstd: alloc(BT),
+        qkv: alloc(BT * 3 * C),
+        atty: alloc(BT * C),
+        lse: alloc(B * NH * T),
+        res2: alloc(BT * C),
+        ln2: alloc(BT * C),
+        ln2Mean: alloc(BT),
+        ln2Rstd: alloc(BT),
+        fch: alloc(BT * 4 * C),
+        fchGelu: alloc(BT * 4 * C),
+        res3: alloc(BT * C),
+      })),
+      lnf: alloc(BT * C),
+      lnfMean: alloc(BT),
+      lnfRstd: alloc(BT),
+      logits: alloc(BT * V),
+      losses: alloc(BT),
+      dresidual: alloc(BT * C),
+      dC: alloc(BT * C),
+      dC2: alloc(BT * C),
+      dqkv: alloc(BT * 3 * C),
+      dfch: alloc(BT * 4 * C),
+      lossSum: alloc(1),
+      owned,
+    };
+  }
+
+  /** Frees activation buffers. */
+  freeActivations(acts: Activations): void {
+    for (const t of acts.owned) this.backend.free(t);
+  }
+
+  /**
+   * Records the forward pass over `inputs [B·T]`. With `targets`, also the fused softmax
+   * cross-entropy: per-token losses in `acts.losses` and the logits' gradient in `acts.logits`.
+   */
+  forward(acts: Activations, inputs: Int32Array | Uint32Array, options: ForwardOptions = {}): void {
+    const bk = this.backend;
+    const { B, T } = acts;
+    const { dim: C, heads: NH, vocab: V } = this.config;
+    const BT = B * T;
+    if (inputs.length !== BT) throw new Error(`expected ${BT} input tokens, got ${inputs.length}`);
+    acts.hostTokens.set(inputs);
+    bk.upload(acts.tokens, acts.hostTokens);
+    if (options.segments) {
+      if (!acts.segments) throw new Error("these activations were allocated without segments");
+      bk.upload(acts.segments, options.segments);
+    }
+    const attention = { B, T, C, NH, segments: options.segments ? acts.segments : undefined };
+
+    bk.encoderForward(acts.encoded, acts.tokens, this.p.wte, this.p.wpe, { B, T, C });
+    let residual = acts.encoded;
+    for (let l = 0; l < this.config.layers; l++) {
+      const w = this.p.layers[l], a = acts.layers[l];
+      bk.layernormForward(a.ln1, a.ln1Mean, a.ln1Rstd, residual, w.ln1w, w.ln1b, { rows: BT, C });
+      bk.matmul(a.qkv, a.ln1, w.qkvw, { m: BT, n: 3 * C, k: C, bias: w.qkvb });
+      bk.attentionForward(a.atty, a.lse, a.qkv, attention);
+      // res2 = residual + atty · W + b: the projection accumulates onto a copy of the stream.
+      bk.copy(a.res2, residual);
+      bk.matmul(a.res2, a.atty, w.attprojw, { m: BT, n: C, k: C, bias: w.attprojb, accumulate: true });
+      bk.layernormForward(a.ln2, a.ln2Mean, a.ln2Rstd, a.res2, w.ln2w, w.ln2b, { rows: BT, C });
+      bk.matmul(a.fch, a.ln2, w.fcw, { m: BT, n: 4 * C, k: C, bias: w.fcb });
+      bk.geluForward(a.fchGelu, a.fch);
+      bk.copy(a.res3, a.res2);
+      bk.matmul(a.res3, a.fchGelu, w.fcprojw, { m: BT, n: C, k: 4 * C, bias: w.fcprojb, accumulate: true });
+      residual = a.res3;
+    }
+    bk.layernormForward(acts.lnf, acts.lnfMean, acts.lnfRstd, residual, this.p.lnfw, this.p.lnfb, {
+      rows: BT,
+      C,
+    });
+    bk.matmul(acts.logits, acts.lnf, this.p.wte, { m: BT, n: V, k: C, transB: true });
+
+    if (options.targets) {
+      if (options.targets.length !== BT) {
+        throw new Error(`expected ${BT} targets, got ${options.targets.length}`);
+      }
+      bk.upload(acts.targets, options.targets);
+      acts.lossNorm = BT;
+      if (options.lossMask) {
+        if (!acts.mask) throw new Error("these activations were allocated without a loss mask");
+        bk.upload(acts.mask, options.lossMask);
+        // The backend normalises by the mask's sum; the host knows it, so the loss can use it too.
+        acts.lossNorm = options.lossMask.reduce((s, x) => s + x, 0);
+      }
+      bk.crossEntropy(acts.losses, acts.logits, acts.targets, {
+        rows: BT,
+        V,
+        mask: options.lossMask ? acts.mask : undefined,
+        gradScale: options.gradScale ?? 1,
+      });
+    }
+  }
+
+  /** Records the backward of the language-model loss; gradients accumulate into {@linkcode grads}. */
+  backward(acts: Activations): void {
+    const bk = this.backend;
+    const g = this.needGrads();
+    const BT = acts.B * acts.T;
+    const { dim: C, vocab: V } = this.config;
+    // acts.logits holds dloss/dlogits (crossEntropy overwrote it).
+    bk.matmul(acts.dC, acts.logits, this.p.wte, { m: BT, n: C, k: V });
+    bk.matmul(g.wte, acts.logits, acts.lnf, { m: V, n: C, k: BT, transA: true, accumulate: true });
+    this.backwardTrunk(acts, acts.dC);
+  }
+
+  /**
+   * Records the backward from `dlnf [B·T, C]`, the gradient with respect to the final LayerNorm's
+   * output, down to the embeddings. A scalar head (reward model, value head) calls this with its
+   * own gradient; {@linkcode backward} calls it after the tied language-model head.
+   */
+  backwardTrunk(acts: Activations, dlnf: Tensor): void {
+    const bk = this.backend;
+    const g = this.needGrads();
+    const { B, T } = acts;
+    const BT = B * T;
+    const { dim: C, heads: NH, layers: L } = this.config;
+    const attention = { B, T, C, NH, segments: acts.segments };
+    const dres = acts.dresidual;
+
+    bk.fill(dres, 0);
+    const lastResidual = L > 0 ? acts.layers[L - 1].res3 : acts.encoded;
+    bk.layernormBackward(dres, g.lnfw, g.lnfb, dlnf, lastResidual, this.p.lnfw, acts.lnfMean, acts.lnfRstd, {
+      rows: BT,
+      C,
+    });
+    for (let l = L - 1; l >= 0; l--) {
+      const w = this.p.layers[l], dw = g.layers[l], a = acts.layers[l];
+      const input = l > 0 ? acts.layers[l - 1].res3 : acts.encoded;
+      // MLP: res3 = res2 + gelu(ln2 · fcw + fcb) · fcprojw + fcprojb
+      bk.matmul(acts.dfch, dres, w.fcprojw, { m: BT, n: 4 * C, k: C, transB: true });
+      bk.matmul(dw.fcprojw, a.fchGelu, dres, { m: 4 * C, n: C, k: BT, transA: true, accumulate: true });
+      bk.sumRows(dw.fcprojb, dres, { rows: BT, cols: C, accumulate: true });
+      bk.geluBackward(acts.dfch, a.fch, acts.dfch);
+      bk.matmul(acts.dC, acts.dfch, w.fcw, { m: BT, n: C, k: 4 * C, transB: true });
+      bk.matmul(dw.fcw, a.ln2, acts.dfch, { m: C, n: 4 * C, k: BT, transA: true, accumulate: true });
+      bk.sumRows(dw.fcb, acts.dfch, { rows: BT, cols: 4 * C, accumulate: true });
+      bk.layernormBackward(dres, dw.ln2w, dw.ln2b, acts.dC, a.res2, w.ln2w, a.ln2Mean, a.ln2Rstd, {
+        rows: BT,
+        C,
+      });
+      // Attention: res2 = input + attention(ln1 · qkvw + qkvb) · attprojw + attprojb
+      bk.matmul(acts.dC2, dres, w.attprojw, { m: BT, n: C, k: C, transB: true });
+      bk.matmul(dw.attprojw, a.atty, dres, { m: C, n: C, k: BT, transA: true, accumulate: true });
+      bk.sumRows(dw.attprojb, dres, { rows: BT, cols: C, accumulate: true });
+      bk.attentionBackward(acts.dqkv, acts.dC2, a.qkv, a.atty, a.lse, attention);
+      bk.matmul(acts.dC, acts.dqkv, w.qkvw, { m: BT, n: C, k: 3 * C, transB: true });
+      bk.matmul(dw.qkvw, a.ln1, acts.dqkv, { m: C, n: 3 * C, k: BT, transA: true, accumulate: true });
+      bk.sumRows(dw.qkvb, acts.dqkv, { rows: BT, cols: 3 * C, accumulate: true });
+      bk.layernormBackward(dres, dw.ln1w, dw.ln1b, acts.dC, input, w.ln1w, a.ln1Mean, a.ln1Rstd, {
+        rows: BT,
+        C,
+      });
+    }
+    bk.encoderBackward(g.wte, g.wpe, dres, acts.hostTokens, { B, T, C });
+  }
+
+  /** Records `lossOut[0] = Σ losses / norm · factor` on the device (no readback). */
+  recordLoss(acts: Activations, lossOut: Tensor, factor = 1): void {
+    this.backend.sum(lossOut, acts.losses);
+    this.backend.scale(lossOut, lossOut, factor / Math.max(acts.lossNorm, 1e-12));
+  }
+
+  /** The mean loss of the last forward with targets (reads back: not inside a training loop). */
+  async readLoss(acts: Activations): Promise<number> {
+    this.recordLoss(acts, acts.lossSum);
+    const [loss] = await this.backend.download(acts.lossSum);
+    return loss[0];
+  }
+
+  /** Copies the parameters back to the host. */
+  async readParams(): Promise<Float32Array> {
+    const [params] = await this.backend.download(this.params);
+    return params as Float32Array;
+  }
+
+  /** Zeroes the gradient buffer. */
+  zeroGrads(): void {
+    this.needGrads();
+    this.backend.fill(this.grads!, 0);
+  }
+
+  /** Frees the parameter and gradient buffers. */
+  dispose(): void {
+    this.backend.free(this.params);
+    if (this.grads) this.backend.free(this.grads);
+  }
+
+  private needGrads(): ParamViews {
+    if (!this.g) throw new Error("this GPT was created without gradients (pass { training: true })");
+    return this.g;
+  }
+}

@@ -1,0 +1,461 @@
+/**
+ * The networks of a PPO run on a compute backend: the policy (trained), the frozen reference model
+ * (the SFT model the KL penalty is measured against), and the AdamW optimizer they share the code of.
+ *
+ * PPO's policy gradient is a per-token number times ∇log π(y_t): with g_t = ∂L/∂log π(y_t) from
+ * `clippedPolicyLoss`, ∂L/∂logits_t = g_t·(onehot(y_t) − softmax_t), which is the backend's fused
+ * cross-entropy gradient with per-token weight −g_t. So a PPO step is: forward, read back the
+ * log-probs of the response tokens, compute g on the host, then the weighted cross-entropy backward
+ * over the logits still on the device: one forward per minibatch.
+ *
+ * `model/train.ts`'s Trainer computes its loss inside the step (the LM loss, optionally masked); the
+ * PPO weights depend on the forward's own log-probs, read back mid-step, so this file drives
+ * {@linkcode GPT} and the backend's AdamW directly, with the same clipping and decay split.
+ *
+ * @module
+ */
+import type { Backend, Tensor } from "../../kernels/backend.ts";
+import type { Batch } from "../../model/data.ts";
+import { type Activations, GPT } from "../../model/gpt.ts";
+import type { ParamLayout } from "../../model/params.ts";
+import { entropyOfLogits } from "./math.ts";
+import type { PackedSequences } from "./rollout.ts";
+
+/** AdamW settings of one network. */
+export interface OptimizerSettings {
+  beta1: number;
+  beta2: number;
+  eps: number;
+  weightDecay: number;
+  /** Clip the global gradient norm to this (0: off). */
+  clip: number;
+}
+
+/** The host copy of a network's trainable state, for checkpoints. */
+export interface OptimizerState {
+  /** Optimizer steps taken (AdamW's bias correction). */
+  step: number;
+  params: Float32Array[];
+  m: Float32Array[];
+  v: Float32Array[];
+}
+
+/** One trainable flat buffer: its parameters, gradients and the range that takes weight decay. */
+export interface ParamGroup {
+  params: Tensor;
+  grads: Tensor;
+  decayEnd: number;
+}
+
+/**
+ * AdamW over one or more flat buffers with one global gradient-norm clip across all of them (the
+ * value model's trunk and head are two buffers). Everything is recorded on the device.
+ */
+export class Optimizer {
+  private readonly m: Tensor[];
+  private readonly v: Tensor[];
+  private readonly norms: Tensor;
+  private readonly norm: Tensor;
+  private readonly factor: Tensor;
+
+  constructor(
+    private readonly backend: Backend,
+    private readonly groups: ParamGroup[],
+    private readonly settings: OptimizerSettings,
+    private step = 0,
+    moments?: { m: Float32Array[]; v: Float32Array[] },
+  ) {
+    this.m = groups.map((g, i) => {
+      const t = backend.alloc(g.params.length);
+      if (moments) backend.upload(t, moments.m[i]);
+      return t;
+    });
+    this.v = groups.map((g, i) => {
+      const t = backend.alloc(g.params.length);
+      if (moments) backend.upload(t, moments.v[i]);
+      return t;
+    });
+    this.norms = backend.alloc(groups.length);
+    this.norm = backend.alloc(1);
+    this.factor = backend.alloc(1);
+  }
+
+  /** The device scalar holding the last step's global gradient norm (before clipping). */
+  get gradNorm(): Tensor {
+    return this.norm;
+  }
+
+  /** Optimizer steps taken. */
+  get steps(): number {
+    return this.step;
+  }
+
+  /** Records the clip factor and the AdamW update at `lr`, then zeroes the gradients. */
+  update(lr: number): void {
+    const bk = this.backend;
+    const { clip, ...adamw } = this.settings;
+    // ‖(g₁, g₂, …)‖ = ‖(‖g₁‖, ‖g₂‖, …)‖: per-buffer norms, then the norm of those.
+    this.groups.forEach((g, i) => bk.globalNorm(bk.view(this.norms, i, 1), g.grads));
+    bk.globalNorm(this.norm, this.norms);
+    if (clip > 0) bk.clipScale(this.factor, this.norm, clip);
+    this.step++;
+    this.groups.forEach((g, i) => {
+      bk.adamw(g.params, g.grads, this.m[i], this.v[i], {
+        lr,
+        beta1: adamw.beta1,
+        beta2: adamw.beta2,
+        eps: adamw.eps,
+        weightDecay: adamw.weightDecay,
+        step: this.step,
+        decayRange: [0, g.decayEnd],
+        gradScale: clip > 0 ? this.factor : undefined,
+      });
+      bk.fill(g.grads, 0);
+    });
+    bk.submit();
+  }
+
+  /** Parameters and moments on the host. */
+  async state(): Promise<OptimizerState> {
+    const n = this.groups.length;
+    const all = await this.backend.download(...this.groups.map((g) => g.params), ...this.m, ...this.v);
+    const f = all as Float32Array[];
+    return { step: this.step, params: f.slice(0, n), m: f.slice(n, 2 * n), v: f.slice(2 * n) };
+  }
+
+  dispose(): void {
+    for (const t of [...this.m, ...this.v, this.norms, this.norm, this.factor]) this.backend.free(t);
+  }
+}
+
+/** Per-position log π(target) of packed rows, from a forward whose logits stay in `acts`. */
+async function forwardLogprobs(
+  gpt: GPT,
+  acts: Activations,
+  out: Tensor,
+  packed: PackedSequences,
+): Promise<Float32Array> {
+  const bk = gpt.backend;
+  const rows = acts.B * acts.T;
+  gpt.forward(acts, packed.inputs);
+  bk.upload(acts.targets, packed.targets);
+  bk.logSoftmaxGather(out, acts.logits, acts.targets, { rows, V: gpt.config.vocab });
+  const [logprobs] = await bk.download(out);
+  return logprobs as Float32Array;
+}
+
+/** The frozen reference (SFT) model: log-probs only, no gradients. */
+export class ReferenceModel {
+  readonly gpt: GPT;
+  private readonly acts: Activations;
+  private readonly out: Tensor;
+
+  constructor(backend: Backend, layout: ParamLayout, params: Float32Array, rows: number, T: number) {
+    this.gpt = new GPT(backend, layout, params);
+    this.acts = this.gpt.activations(rows, T);
+    this.out = backend.alloc(rows * T);
+  }
+
+  /** log π_ref(target) at every position of `rows × T` packed sequences. */
+  logprobs(packed: PackedSequences): Promise<Float32Array> {
+    return forwardLogprobs(this.gpt, this.acts, this.out, packed);
+  }
+
+  dispose(): void {
+    this.gpt.freeActivations(this.acts);
+    this.gpt.backend.free(this.out);
+    this.gpt.dispose();
+  }
+}
+
+/** Options of a {@linkcode Policy}. */
+export interface PolicyOptions {
+  /** Rows of a PPO minibatch forward (and of the rollout evaluation). */
+  rows: number;
+  /** Positions per row. */
+  T: number;
+  /** Shape of a ptx batch, when the ptx term is on. */
+  ptx?: { batch: number; T: number };
+  optimizer: OptimizerSettings;
+  /** Resume: optimizer steps taken and AdamW moments. */
+  resume?: { step: number; m: Float32Array; v: Float32Array };
+}
+
+/** The trainable policy: rollout log-probs and entropy, PPO and ptx gradients, AdamW. */
+export class Policy {
+  readonly gpt: GPT;
+  private readonly acts: Activations;
+  private readonly ptxActs?: Activations;
+  private readonly out: Tensor;
+  /** Device accumulator of Σ ptx losses since the last {@linkcode readPtxLoss}. */
+  private readonly ptxLoss: Tensor;
+  private ptxCount = 0;
+  private readonly optimizer: Optimizer;
+
+  constructor(backend: Backend, layout: ParamLayout, params: Float32Array, options: PolicyOptions) {
+    this.gpt = new GPT(backend, layout, params, { training: true });
+    this.acts = this.gpt.activations(options.rows, options.T, { mask: true });
+    if (options.ptx) this.ptxActs = this.gpt.activations(options.ptx.batch, options.ptx.T);
+    this.out = backend.alloc(options.rows * options.T);
+    this.ptxLoss = backend.alloc(1);
+    const r = options.resume;
+    this.optimizer = new Optimizer(
+      backend,
+      [{ params: this.gpt.params, grads: this.gpt.grads!, decayEnd: layout.decayEnd }],
+      options.optimizer,
+      r?.step ?? 0,
+      r && { m: [r.m], v: [r.v] },
+    );
+  }
+
+  /** log π(target) at every position of the packed rows (no gradient). */
+  logprobs(packed: PackedSequences): Promise<Float32Array> {
+    return forwardLogprobs(this.gpt, this.acts, this.out, packed);
+  }
+
+  /**
+   * Entropy (nats) of the next-token distribution at each response position of the last forward
+   * ({@linkcode logprobs} or {@linkcode policyGradient} before its backward). Reads those logits
+   * back: V floats per response token (fine for small vocabularies and batches; see the issue note).
+   */
+  async responseEntropy(packed: PackedSequences): Promise<Float64Array[]> {
+    const bk = this.gpt.backend;
+    const V = this.gpt.config.vocab;
+    const [logits] = await bk.download(this.acts.logits);
+    return packed.responseStart.map((start, i) => {
+      const h = new Float64Array(packed.responseLength[i]);
+      for (let t = 0; t < h.length; t++) h[t] = entropyOfLogits(logits, (start + t) * V, V);
+      return h;
+    });
+  }
+
+  /**
+   * One PPO gradient: forward over the packed minibatch, read back the log-probs, let `loss` turn
+   * them into ∂L/∂log π per position (zero off the response tokens), and backpropagate that.
+   * Gradients accumulate until {@linkcode step}. Returns whatever `loss` returns.
+   */
+  async policyGradient<R>(
+    packed: PackedSequences,
+    loss: (logprobs: Float32Array) => { grad: Float32Array; result: R },
+  ): Promise<R> {
+    const { gpt, acts } = this;
+    const bk = gpt.backend;
+    const rows = acts.B * acts.T;
+    const logprobs = await forwardLogprobs(gpt, acts, this.out, packed);
+    const { grad, result } = loss(logprobs);
+    // ∂L/∂logits = g·(onehot − softmax) = (−g)·(softmax − onehot): cross-entropy with weight −g.
+    // "count" normalisation divides by `rows`; gradScale = rows cancels it.
+    const weights = new Float32Array(rows);
+    for (let i = 0; i < rows; i++) weights[i] = -grad[i];
+    bk.upload(acts.mask!, weights);
+    bk.crossEntropy(acts.losses, acts.logits, acts.targets, {
+      rows,
+      V: gpt.config.vocab,
+      mask: acts.mask,
+      normalize: "count",
+      gradScale: rows,
+    });
+    gpt.backward(acts);
+    return result;
+  }
+
+  /**
+   * The ptx term: adds `coef` × the gradient of pretraining's loss (mean next-token cross-entropy,
+   * i.e. −mean log π(x_pretrain)) on `batch`. Its loss is accumulated on the device.
+   */
+  ptxGradient(batch: Batch, coef: number): void {
+    const { gpt } = this;
+    const acts = this.ptxActs;
+    if (!acts) throw new Error("this policy was created without a ptx batch shape");
+    gpt.forward(acts, batch.inputs, { targets: batch.targets, gradScale: coef });
+    gpt.backward(acts);
+    if (this.ptxCount === 0) gpt.backend.fill(this.ptxLoss, 0);
+    gpt.recordLoss(acts, acts.lossSum);
+    gpt.backend.add(this.ptxLoss, this.ptxLoss, acts.lossSum);
+    this.ptxCount++;
+  }
+
+  /** Mean pretraining loss of the ptx batches since the last call (one readback), or undefined. */
+  async readPtxLoss(): Promise<number | undefined> {
+    if (this.ptxCount === 0) return undefined;
+    const [sum] = await this.gpt.backend.download(this.ptxLoss);
+    const mean = sum[0] / this.ptxCount;
+    this.ptxCount = 0;
+    return mean;
+  }
+
+  /** The gradient buffer on the host (tests). */
+  async readGrads(): Promise<Float32Array> {
+    const [g] = await this.gpt.backend.download(this.gpt.grads!);
+    return g as Float32Array;
+  }
+
+  /** Records AdamW at `lr` over the accumulated gradients, then zeroes them. */
+  step(lr: number): void {
+    this.optimizer.update(lr);
+  }
+
+  /** Weights, moments and step count on the host. */
+  async state(): Promise<{ step: number; params: Float32Array; m: Float32Array; v: Float32Array }> {
+    const s = await this.optimizer.state();
+    return { step: s.step, params: s.params[0], m: s.m[0], v: s.v[0] };
+  }
+
+  dispose(): void {
+    const bk = this.gpt.backend;
+    this.gpt.freeActivations(this.acts);
+    if (this.ptxActs) this.gpt.freeActivations(this.ptxActs);
+    bk.free(this.out);
+    bk.free(this.ptxLoss);
+    this.optimizer.dispose();
+    this.gpt.dispose();
+  }
+}
+
+/** A scalar head on the final LayerNorm's output: `value = lnf · weight + bias` at every position. */
+export interface ScalarHeadWeights {
+  /** `[C]`. */
+  weight: Float32Array;
+  bias: number;
+}
+
+/** Options of a {@linkcode ScalarModel}. */
+export interface ScalarModelOptions {
+  rows: number;
+  T: number;
+  /** Train it (the value function) with these AdamW settings; absent: frozen (the reward model). */
+  optimizer?: OptimizerSettings;
+  resume?: { step: number; m: Float32Array[]; v: Float32Array[] };
+}
+
+/**
+ * A GPT trunk with a scalar head: the reward model (frozen; its score is the head at the last token)
+ * and the value function (trained; V(s_t) is the head at the position that predicts token t).
+ * The head's weight and bias are one flat `[C + 1]` buffer, a second AdamW group beside the trunk's.
+ */
+export class ScalarModel {
+  readonly gpt: GPT;
+  /** `[C + 1]`: the head's weight, then its bias. */
+  readonly head: Tensor;
+  private readonly headGrads?: Tensor;
+  private readonly acts: Activations;
+  private readonly values: Tensor;
+  private readonly dvalues: Tensor;
+  private readonly optimizer?: Optimizer;
+
+  constructor(
+    backend: Backend,
+    layout: ParamLayout,
+    params: Float32Array,
+    head: ScalarHeadWeights,
+    options: ScalarModelOptions,
+  ) {
+    const C = layout.config.dim;
+    if (head.weight.length !== C) {
+      throw new Error(`scalar head has ${head.weight.length} weights, the model width is ${C}`);
+    }
+    const training = options.optimizer !== undefined;
+    this.gpt = new GPT(backend, layout, params, { training });
+    this.head = backend.alloc(C + 1);
+    const headParams = new Float32Array(C + 1);
+    headParams.set(head.weight);
+    headParams[C] = head.bias;
+    backend.upload(this.head, headParams);
+    this.acts = this.gpt.activations(options.rows, options.T);
+    this.values = backend.alloc(options.rows * options.T);
+    this.dvalues = backend.alloc(options.rows * options.T);
+    if (options.optimizer) {
+      this.headGrads = backend.alloc(C + 1);
+      const r = options.resume;
+      this.optimizer = new Optimizer(
+        backend,
+        [
+          { params: this.gpt.params, grads: this.gpt.grads!, decayEnd: layout.decayEnd },
+          // The head's weight decays, its bias does not.
+          { params: this.head, grads: this.headGrads, decayEnd: C },
+        ],
+        options.optimizer,
+        r?.step ?? 0,
+        r,
+      );
+    }
+  }
+
+  private recordForward(packed: PackedSequences): void {
+    const bk = this.gpt.backend;
+    const C = this.gpt.config.dim;
+    const rows = this.acts.B * this.acts.T;
+    this.gpt.forward(this.acts, packed.inputs);
+    bk.matmul(this.values, this.acts.lnf, bk.view(this.head, 0, C), {
+      m: rows,
+      n: 1,
+      k: C,
+      bias: bk.view(this.head, C, 1),
+    });
+  }
+
+  /** The head's output at every position of the packed rows. */
+  async forward(packed: PackedSequences): Promise<Float32Array> {
+    this.recordForward(packed);
+    const [values] = await this.gpt.backend.download(this.values);
+    return values as Float32Array;
+  }
+
+  /**
+   * One value-function gradient: forward, read back the values, let `loss` turn them into
+   * ∂L/∂value per position, and backpropagate through the head and the trunk (accumulating).
+   */
+  async valueGradient<R>(
+    packed: PackedSequences,
+    loss: (values: Float32Array) => { grad: Float32Array; result: R },
+  ): Promise<R> {
+    if (!this.optimizer) throw new Error("this scalar model is frozen");
+    const { gpt, acts } = this;
+    const bk = gpt.backend;
+    const C = gpt.config.dim;
+    const rows = acts.B * acts.T;
+    const values = await this.forward(packed);
+    const { grad, result } = loss(values);
+    bk.upload(this.dvalues, grad);
+    // value = lnf · w + b:  dlnf = dvalue · wᵀ,  dw += lnfᵀ · dvalue,  db += Σ dvalue.
+    bk.matmul(acts.dC, this.dvalues, bk.view(this.head, 0, C), { m: rows, n: C, k: 1, transB: true });
+    bk.matmul(bk.view(this.headGrads!, 0, C), acts.lnf, this.dvalues, {
+      m: C,
+      n: 1,
+      k: rows,
+      transA: true,
+      accumulate: true,
+    });
+    bk.sumRows(bk.view(this.headGrads!, C, 1), this.dvalues, { rows, cols: 1, accumulate: true });
+    gpt.backwardTrunk(acts, acts.dC);
+    return result;
+  }
+
+  /** The accumulated trunk and head gradients on the host (tests). */
+  async readGrads(): Promise<{ trunk: Float32Array; head: Float32Array }> {
+    if (!this.optimizer) throw new Error("this scalar model is frozen");
+    const [trunk, head] = await this.gpt.backend.download(this.gpt.grads!, this.headGrads!);
+    return { trunk: trunk as Float32Array, head: head as Float32Array };
+  }
+
+  /** Records AdamW at `lr` over the accumulated gradients, then zeroes them. */
+  step(lr: number): void {
+    if (!this.optimizer) throw new Error("this scalar model is frozen");
+    this.optimizer.update(lr);
+  }
+
+  /** Trunk and head weights, moments and step count on the host (trainable models only). */
+  async state(): Promise<OptimizerState> {
+    if (!this.optimizer) throw new Error("this scalar model is frozen");
+    return await this.optimizer.state();
+  }
+
+  dispose(): void {
+    const bk = this.gpt.backend;
+    this.gpt.freeActivations(this.acts);
+    for (const t of [this.head, this.values, this.dvalues]) bk.free(t);
+    if (this.headGrads) bk.free(this.headGrads);
+    this.optimizer?.dispose();
+    this.gpt.dispose();
+  }
+}

@@ -1,0 +1,341 @@
+/**
+ * Stage `rewardModel` (model → reward-model): InstructGPT's second step. A reward model initialised
+ * from the SFT model, its unembedding replaced by a scalar head read at the last token of the
+ * response (`reward_model/network.ts`), trained on comparisons (`reward_model/data.ts`) with the
+ * pairwise loss −1/C(K,2)·Σ log σ(r_w − r_l − margin) where all pairs of one prompt are one batch
+ * element (`reward_model/loss.ts`); `batch` prompts per optimizer step.
+ *
+ * Prompts are rendered with the SFT model's chat template (its `chat_template.json`), so the reward
+ * model reads responses exactly as the policy writes them.
+ *
+ * Metrics: training loss and pairwise accuracy per step, held-out loss and pairwise accuracy (before
+ * training and every `eval.every` steps and at the end; `valAccuracy` in the stats), and the mean and
+ * standard deviation of the rewards of the training responses (`reward_stats.json`, and `rewardMean`,
+ * `rewardStd` in the stats), which PPO uses to normalise rewards.
+ *
+ * Checkpoints every `checkpointEvery` steps (and on SIGINT/SIGTERM): trunk, head, both AdamW moments and
+ * the step; the order of the comparisons is a function of the seed and epoch, so a rerun resumes exactly
+ * (CPU backend: the same metrics and byte-identical weights).
+ *
+ * @example
+ * ```ts ignore
+ * pipeline("chat").pipe(pretrain(…)).pipe(sft({ data: "data/sft.jsonl" }))
+ *   .pipe(rewardModel({ data: "data/comparisons.jsonl", epochs: 1, batch: 8, lr: 1e-5 }));
+ * ```
+ * @module
+ */
+import { z } from "zod";
+import { defineStage, type StageContext } from "../pipeline/stage.ts";
+import { ConfigError, InterruptedError, KilnError } from "../pipeline/errors.ts";
+import { fingerprintFiles } from "../pipeline/files.ts";
+import { createBackend } from "../kernels/device.ts";
+import { loadTrainCheckpoint, saveTrainCheckpoint, serializeConfig } from "../model/checkpoint.ts";
+import { learningRate } from "../model/schedule.ts";
+import { Rng } from "../model/rng.ts";
+import { modelTokenizer, startingModel } from "./sft.ts";
+import { CHAT_TEMPLATE_FILE, ChatTemplate, loadChatTemplate } from "./sft/template.ts";
+import { type Comparison, readComparisons } from "./reward_model/data.ts";
+import { batchPairwiseLoss } from "./reward_model/loss.ts";
+import { packSequences, RewardNetwork } from "./reward_model/network.ts";
+import { REWARD_STATS_FILE, type RewardStats, serializeRewardModel } from "./reward_model/score.ts";
+
+const positiveInt = z.number().int().min(1);
+
+const schema = z.object({
+  /** The comparisons (JSONL, see `reward_model/data.ts`). */
+  data: z.string().min(1),
+  onBadRow: z.enum(["error", "skip"]).default("error"),
+  /** Held-out comparisons: a file, or this fraction of `data` (seeded). */
+  val: z.object({
+    data: z.string().min(1).optional(),
+    fraction: z.number().min(0).max(0.5).default(0.1),
+  }).strict().default({ fraction: 0.1 }),
+  /** Start from this model directory instead of the upstream artifact (HF GPT-2 layout). */
+  init: z.string().min(1).optional(),
+  tokenizer: z.string().min(1).optional(),
+  /** Chat markers; default: the SFT model's `chat_template.json`, else kiln's. */
+  template: z.object({
+    system: z.string().optional(),
+    user: z.string().optional(),
+    assistant: z.string().optional(),
+    end: z.string().min(1).optional(),
+  }).strict().optional(),
+  /** InstructGPT trained its reward model for one epoch: more overfits. */
+  epochs: positiveInt.default(1),
+  /** Prompts (each with all its C(K,2) pairs) per optimizer step. */
+  batch: positiveInt.default(8),
+  /** Row length sequences are packed into (default: the model's context). */
+  seqLen: positiveInt.optional(),
+  /** Margin m in −log σ(r_w − r_l − m). */
+  margin: z.number().min(0).default(0),
+  lr: z.number().positive().default(1e-5),
+  minLr: z.number().min(0).optional(),
+  warmup: z.number().int().min(0).default(10),
+  weightDecay: z.number().min(0).default(0),
+  beta1: z.number().min(0).max(1).default(0.9),
+  beta2: z.number().min(0).max(1).default(0.95),
+  eps: z.number().positive().default(1e-8),
+  clip: z.number().min(0).default(1),
+  seed: z.number().int().min(0).default(1337),
+  logEvery: positiveInt.default(10),
+  eval: z.object({ every: z.number().int().min(0).default(0) }).strict().default({ every: 0 }),
+  checkpointEvery: positiveInt.default(100),
+  backend: z.enum(["auto", "cpu", "webgpu"]).default("auto"),
+}).strict();
+
+/** The config of {@linkcode rewardModel}. */
+export type RewardModelConfig = z.output<typeof schema>;
+
+type MetricsLine =
+  | { step: number; loss: number; accuracy: number; lr: number; gradNorm?: number; msPerStep?: number }
+  | { step: number; valLoss: number; valAccuracy: number; pairs: number };
+
+interface RmState {
+  [key: string]: unknown;
+  step: number;
+  head: number[];
+  headM: number[];
+  headV: number[];
+  metrics: MetricsLine[];
+}
+
+/** A comparison as token sequences (prompt ++ response ++ end marker), one per response. */
+interface EncodedComparison {
+  sequences: number[][];
+  pairs: [number, number][];
+}
+
+async function run(ctx: StageContext<RewardModelConfig, "model">) {
+  const cfg = ctx.config;
+  const { tokenizer } = await modelTokenizer("rewardModel", cfg.tokenizer, [cfg.init, ctx.input.dir]);
+  const initial = await startingModel("rewardModel", cfg.init, ctx.input, tokenizer);
+  const { config, layout } = initial;
+  let template: ChatTemplate;
+  try {
+    template = cfg.template
+      ? new ChatTemplate(tokenizer, cfg.template)
+      : await loadChatTemplate(cfg.init ?? ctx.input.dir, tokenizer);
+  } catch (e) {
+    throw new ConfigError("rewardModel", ["template"], (e as Error).message);
+  }
+  const T = cfg.seqLen ?? config.context;
+  if (T > config.context) {
+    throw new ConfigError("rewardModel", ["seqLen"], `${T} exceeds the model's context ${config.context}`);
+  }
+
+  const { comparisons, skipped } = await readComparisons(cfg.data, { onBadRow: cfg.onBadRow });
+  let train = comparisons, val: Comparison[] = [];
+  if (cfg.val.data) {
+    const read = await readComparisons(cfg.val.data, { onBadRow: cfg.onBadRow });
+    val = read.comparisons;
+    for (const [k, n] of Object.entries(read.skipped.counts)) {
+      skipped.counts[k] = (skipped.counts[k] ?? 0) + n;
+    }
+  } else if (cfg.val.fraction > 0 && comparisons.length > 1) {
+    const order = new Rng(cfg.seed ^ 0x7a1).shuffle(
+      Uint32Array.from({ length: comparisons.length }, (_, i) => i),
+    );
+    const held = new Set(order.subarray(0, Math.max(1, Math.round(comparisons.length * cfg.val.fraction))));
+    val = comparisons.filter((_, i) => held.has(i));
+    train = comparisons.filter((_, i) => !held.has(i));
+  }
+  for (const [reason, count] of Object.entries(skipped.counts)) {
+    ctx.stats.set(`skipped.${reason}`, count);
+    ctx.log(`skipped ${count} rows (${reason}), e.g. ${skipped.examples[reason]}`);
+  }
+  const encode = (list: Comparison[]) => {
+    const kept: EncodedComparison[] = [];
+    let tooLong = 0;
+    for (const c of list) {
+      const sequences = c.responses.map((r) => template.promptAndResponse(c.prompt, r).ids);
+      if (sequences.some((s) => s.length > T)) tooLong++;
+      else kept.push({ sequences, pairs: c.pairs });
+    }
+    return { kept, tooLong };
+  };
+  const trainSet = encode(train), valSet = encode(val);
+  if (trainSet.tooLong + valSet.tooLong > 0) {
+    ctx.stats.set("skipped.tooLong", trainSet.tooLong + valSet.tooLong);
+    ctx.log(`skipped ${trainSet.tooLong + valSet.tooLong} comparisons with a response past ${T} tokens`);
+  }
+  if (trainSet.kept.length === 0) throw new KilnError(`stage "rewardModel": no comparison fits ${T} tokens`);
+  const pairCount = (list: EncodedComparison[]) => list.reduce((n, c) => n + c.pairs.length, 0);
+  ctx.stats.set("prompts", trainSet.kept.length);
+  ctx.stats.set("pairs", pairCount(trainSet.kept));
+  ctx.stats.set("valPrompts", valSet.kept.length);
+
+  // Steps: every epoch a seeded permutation of the prompts, `batch` prompts a step.
+  const n = trainSet.kept.length;
+  const stepsPerEpoch = Math.ceil(n / cfg.batch);
+  const totalSteps = stepsPerEpoch * cfg.epochs;
+  const orders = new Map<number, Uint32Array>();
+  const stepGroups = (step: number) => {
+    const epoch = Math.floor(step / stepsPerEpoch), s = step % stepsPerEpoch;
+    if (!orders.has(epoch)) {
+      orders.set(
+        epoch,
+        new Rng((cfg.seed * 1_000_003 + epoch) >>> 0).shuffle(Uint32Array.from({ length: n }, (_, i) => i)),
+      );
+    }
+    return Array.from(
+      orders.get(epoch)!.subarray(s * cfg.batch, (s + 1) * cfg.batch),
+      (i) => trainSet.kept[i],
+    );
+  };
+  const schedule = { maxLr: cfg.lr, minLr: cfg.minLr ?? cfg.lr / 10, warmupSteps: cfg.warmup, totalSteps };
+  const pad = tokenizer.specialTokens["<|endoftext|>"] ?? 0;
+  const pack = (groups: EncodedComparison[]) => packSequences(groups.flatMap((g) => g.sequences), T, pad);
+  /** Splits flat rewards back into the groups they came from. */
+  const split = (groups: EncodedComparison[], rewards: Float32Array) => {
+    let k = 0;
+    return groups.map((g) => {
+      const r = rewards.subarray(k, k + g.sequences.length);
+      k += g.sequences.length;
+      return { rewards: r, pairs: g.pairs };
+    });
+  };
+
+  const resumed = await loadTrainCheckpoint<RmState>(ctx.checkpoint, layout);
+  let step = resumed?.state.step ?? 0;
+  const metrics: MetricsLine[] = resumed?.state.metrics ?? [];
+  if (resumed) ctx.log(`resuming from the checkpoint at step ${step}`);
+  // The head starts as HF's GPT2ForSequenceClassification's does: normal(0, 0.02).
+  const headRng = new Rng(cfg.seed ^ 0x4ead);
+  const head = Float32Array.from({ length: config.dim }, () => 0.02 * headRng.normal());
+
+  const backend = await createBackend({ backend: cfg.backend, log: (line) => ctx.log(line) });
+  ctx.log(
+    `training a reward model of ${layout.total.toLocaleString("en")} parameters on ${backend.name}: ` +
+      `${n} prompts, ${pairCount(trainSet.kept)} pairs, ${totalSteps} steps`,
+  );
+  const network = new RewardNetwork(backend, layout, initial.params, head, T, {
+    optimizer: {
+      beta1: cfg.beta1,
+      beta2: cfg.beta2,
+      eps: cfg.eps,
+      weightDecay: cfg.weightDecay,
+      clip: cfg.clip,
+    },
+    resume: resumed && {
+      step: resumed.state.step,
+      params: [resumed.params, Float32Array.from(resumed.state.head)],
+      m: [resumed.m, Float32Array.from(resumed.state.headM)],
+      v: [resumed.v, Float32Array.from(resumed.state.headV)],
+    },
+  });
+  try {
+    const evaluate = async () => {
+      let loss = 0, correct = 0, pairs = 0;
+      for (let i = 0; i < valSet.kept.length; i += cfg.batch) {
+        const groups = valSet.kept.slice(i, i + cfg.batch);
+        const r = batchPairwiseLoss(split(groups, await network.rewards(pack(groups))), cfg.margin);
+        loss += r.loss * groups.length;
+        correct += r.correct;
+        pairs += r.pairs;
+      }
+      const line = { step, valLoss: loss / valSet.kept.length, valAccuracy: correct / pairs, pairs };
+      metrics.push(line);
+      ctx.stats.set(step === 0 ? "valAccuracyBefore" : "valAccuracy", line.valAccuracy);
+      ctx.stats.set(step === 0 ? "valLossBefore" : "valLoss", line.valLoss);
+      ctx.log(
+        `step ${step}: held-out pairwise accuracy ${
+          (line.valAccuracy * 100).toFixed(1)
+        }% (${pairs} pairs), loss ${line.valLoss.toFixed(4)}`,
+      );
+    };
+    const checkpoint = async () => {
+      const s = await network.state();
+      const state: RmState = {
+        step,
+        head: Array.from(s.params[1]),
+        headM: Array.from(s.m[1]),
+        headV: Array.from(s.v[1]),
+        metrics,
+      };
+      await saveTrainCheckpoint(ctx.checkpoint, layout, { params: s.params[0], m: s.m[0], v: s.v[0], state });
+    };
+
+    if (step === 0 && valSet.kept.length > 0) await evaluate();
+    let window = performance.now();
+    while (step < totalSteps) {
+      const groups = stepGroups(step);
+      let result!: ReturnType<typeof batchPairwiseLoss>;
+      await network.gradient(pack(groups), (rewards) => {
+        result = batchPairwiseLoss(split(groups, rewards), cfg.margin);
+        const flat = new Float64Array(rewards.length);
+        let k = 0;
+        for (const g of result.grads) for (const x of g) flat[k++] = x;
+        return flat;
+      });
+      const lr = learningRate(step, schedule);
+      network.step(lr);
+      step++;
+      // The loss is on the host already; the gradient norm is read with it every logEvery steps.
+      const line: MetricsLine = { step, loss: result.loss, accuracy: result.correct / result.pairs, lr };
+      if (step % cfg.logEvery === 0 || step === totalSteps) {
+        line.gradNorm = await network.gradNorm();
+        line.msPerStep = Math.round((performance.now() - window) / cfg.logEvery * 100) / 100;
+        window = performance.now();
+        ctx.log(
+          `step ${step}/${totalSteps} loss ${result.loss.toFixed(4)} accuracy ${
+            (line.accuracy * 100).toFixed(0)
+          }% lr ${lr.toExponential(2)}`,
+        );
+      }
+      metrics.push(line);
+      ctx.stats.set("loss", result.loss);
+      if (
+        valSet.kept.length > 0 && (step === totalSteps || (cfg.eval.every > 0 && step % cfg.eval.every === 0))
+      ) {
+        await evaluate();
+      }
+      ctx.progress({ done: step, total: totalSteps, unit: "steps" });
+      if (step < totalSteps && (step % cfg.checkpointEvery === 0 || ctx.signal.aborted)) {
+        await checkpoint();
+        if (ctx.signal.aborted) {
+          throw new InterruptedError(
+            `stage "rewardModel": interrupted at step ${step}; checkpointed, run again to resume`,
+          );
+        }
+      }
+    }
+
+    // Reward statistics over every training response, for PPO's normalisation.
+    const all: number[] = [];
+    for (let i = 0; i < n; i += cfg.batch) {
+      all.push(...await network.rewards(pack(trainSet.kept.slice(i, i + cfg.batch))));
+    }
+    const mean = all.reduce((a, b) => a + b, 0) / all.length;
+    const std = Math.sqrt(all.reduce((a, b) => a + (b - mean) ** 2, 0) / all.length);
+    const stats: RewardStats = { mean, std, count: all.length };
+
+    const weights = await network.weights();
+    await ctx.out.writeFile("model.safetensors", serializeRewardModel(layout, weights.params, weights.head));
+    await ctx.out.writeFile("config.json", serializeConfig(config));
+    await ctx.out.writeText("tokenizer.json", JSON.stringify(tokenizer.toJSON()));
+    await ctx.out.writeJson(CHAT_TEMPLATE_FILE, template.toJSON());
+    await ctx.out.writeJson(REWARD_STATS_FILE, stats);
+    await ctx.out.writeText("metrics.jsonl", metrics.map((m) => JSON.stringify(m)).join("\n") + "\n");
+    ctx.stats.set("rewardMean", mean);
+    ctx.stats.set("rewardStd", std);
+    ctx.stats.set("steps", step);
+    ctx.stats.set("backend", backend.name);
+  } finally {
+    network.dispose();
+  }
+}
+
+/** Trains a reward model on comparisons; see the module doc. */
+export const rewardModel = defineStage({
+  name: "rewardModel",
+  version: 1,
+  module: import.meta.url,
+  input: "model",
+  output: "reward-model",
+  schema,
+  permissions: { read: true, write: true },
+  description:
+    "Reward model on ranked comparisons: InstructGPT's pairwise loss over all C(K,2) pairs per prompt",
+  fingerprint: (cfg) => fingerprintFiles([cfg.data, ...(cfg.val.data ? [cfg.val.data] : [])]),
+  run,
+});

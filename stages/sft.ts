@@ -1,0 +1,483 @@
+/**
+ * Stage `sft` (model → model): supervised fine-tuning on demonstrations, InstructGPT's first step.
+ *
+ * Reads `{prompt, response}` or `{messages}` JSONL (`sft/data.ts`), renders each conversation with
+ * kiln's chat template (`sft/template.ts`: `<|user|>…<|end|><|assistant|>…<|end|>`, configurable),
+ * packs several conversations per context row with attention kept inside each one (`sft/packing.ts`),
+ * and trains with the loss on response tokens only, for a number of epochs, AdamW with warmup + cosine.
+ *
+ * It starts from the upstream model artifact (pretrain's), or from `init`: a local model directory in
+ * the Hugging Face GPT-2 layout (`config.json` + `model.safetensors`, e.g. a downloaded GPT-2 124M).
+ * The tokenizer is `tokenizer` when set (a name or file), else the `tokenizer.json` of the model.
+ *
+ * Held-out data: the `val.data` file, or a seeded `val.fraction` of the demonstrations. Its response-only
+ * loss is measured every `eval.every` steps and at the end; on `samples.count` of its prompts the model
+ * answers greedily before training and at the end (and every `samples.every` steps), and for prompts of
+ * kiln's checkable task (`sft/task.ts`) the checker's pass rate is recorded (`passRate` in the stats:
+ * before → after shows what SFT did).
+ *
+ * The artifact: `model.safetensors`, `config.json` (HF GPT-2), `tokenizer.json`, `chat_template.json`
+ * (the template it was trained with; the reward model and PPO render prompts with it), `metrics.jsonl`
+ * (`{step, loss, lr, gradNorm, tokens, msPerStep}`, `{step, valLoss}`, `{step, passRate, checked}`) and
+ * `samples.jsonl` (`{step, prompt, response, reference, pass?}`).
+ *
+ * Checkpoints every `checkpointEvery` steps (and on SIGINT/SIGTERM) hold the weights, AdamW moments and
+ * the step; the data order is a pure function of the seed and the epoch, so a rerun resumes exactly
+ * (on the CPU backend: the same losses and byte-identical weights).
+ *
+ * @example
+ * ```ts ignore
+ * pipeline("chat").pipe(tokenize(…)).pipe(pretrain(…))
+ *   .pipe(sft({ data: "data/sft.jsonl", epochs: 3, lr: 1e-4 }));
+ * sft({ data: "data/sft.jsonl", init: "models/gpt2", tokenizer: "gpt2",
+ *       template: { user: "User: ", assistant: "\nAssistant: ", end: "<|endoftext|>" } });
+ * ```
+ * @module
+ */
+import { z } from "zod";
+import type { Artifact } from "../pipeline/artifact.ts";
+import { defineStage, type StageContext } from "../pipeline/stage.ts";
+import { ConfigError, InterruptedError, KilnError } from "../pipeline/errors.ts";
+import { fingerprintFiles } from "../pipeline/files.ts";
+import { loadTokenizer, type Tokenizer } from "../tokenizer/mod.ts";
+import { createBackend } from "../kernels/device.ts";
+import {
+  type LoadedModel,
+  loadModelDir,
+  loadTrainCheckpoint,
+  saveTrainCheckpoint,
+  serializeConfig,
+  serializeModel,
+} from "../model/checkpoint.ts";
+import { learningRate } from "../model/schedule.ts";
+import { Rng } from "../model/rng.ts";
+import { Trainer } from "../model/train.ts";
+import { generate } from "../model/generate.ts";
+import type { GPT } from "../model/gpt.ts";
+import { readSftData, type SftExample, type Turn } from "./sft/data.ts";
+import { CHAT_TEMPLATE_FILE, ChatTemplate } from "./sft/template.ts";
+import { batchRows, type Encoded, packRows, type Row } from "./sft/packing.ts";
+import { checkResponse } from "./sft/task.ts";
+
+const positiveInt = z.number().int().min(1);
+
+const markers = z.object({
+  system: z.string().optional(),
+  user: z.string().optional(),
+  assistant: z.string().optional(),
+  end: z.string().min(1).optional(),
+}).strict();
+
+const schema = z.object({
+  /** The demonstrations (JSONL, see `sft/data.ts`). */
+  data: z.string().min(1),
+  /** Malformed rows: stop with an error naming them, or skip and count them in the stats. */
+  onBadRow: z.enum(["error", "skip"]).default("error"),
+  /** Held-out demonstrations: a file, or this fraction of `data` (seeded). */
+  val: z.object({
+    data: z.string().min(1).optional(),
+    fraction: z.number().min(0).max(0.5).default(0.05),
+  }).strict().default({ fraction: 0.05 }),
+  /** Start from this model directory instead of the upstream artifact (HF GPT-2 layout). */
+  init: z.string().min(1).optional(),
+  /** Tokenizer name or file; default: the model's `tokenizer.json`. */
+  tokenizer: z.string().min(1).optional(),
+  /** Chat template markers (default: the tokenizer's `<|system|>`, `<|user|>`, `<|assistant|>`, `<|end|>`). */
+  template: markers.default({}),
+  epochs: positiveInt.default(3),
+  /** Context rows per micro-batch. */
+  batch: positiveInt.default(8),
+  /** Tokens per row (default: the model's context). */
+  seqLen: positiveInt.optional(),
+  /** Pack several conversations per row (false: one per row, starting at position 0). */
+  packing: z.boolean().default(true),
+  gradAccum: positiveInt.default(1),
+  lr: z.number().positive().default(1e-4),
+  /** Final learning rate of the cosine decay (default lr / 10). */
+  minLr: z.number().min(0).optional(),
+  warmup: z.number().int().min(0).default(10),
+  weightDecay: z.number().min(0).default(0),
+  beta1: z.number().min(0).max(1).default(0.9),
+  beta2: z.number().min(0).max(1).default(0.95),
+  eps: z.number().positive().default(1e-8),
+  clip: z.number().min(0).default(1),
+  seed: z.number().int().min(0).default(1337),
+  logEvery: positiveInt.default(10),
+  /** Validation loss every `every` steps (0: at the end only). */
+  eval: z.object({ every: z.number().int().min(0).default(0) }).strict().default({ every: 0 }),
+  /** Answers to held-out prompts (greedy unless `temperature` > 0), before, every `every` steps, and at the end. */
+  samples: z.object({
+    count: z.number().int().min(0).default(16),
+    every: z.number().int().min(0).default(0),
+    maxTokens: positiveInt.default(64),
+    temperature: z.number().min(0).default(0),
+  }).strict().default({ count: 16, every: 0, maxTokens: 64, temperature: 0 }),
+  checkpointEvery: positiveInt.default(100),
+  backend: z.enum(["auto", "cpu", "webgpu"]).default("auto"),
+}).strict();
+
+/** The config of {@linkcode sft}. */
+export type SftConfig = z.output<typeof schema>;
+
+/** One line of `samples.jsonl`. */
+export interface SampleLine {
+  step: number;
+  prompt: string;
+  response: string;
+  reference: string;
+  /** The checker's verdict, for prompts of kiln's checkable task. */
+  pass?: boolean;
+}
+
+type MetricsLine =
+  | { step: number; loss: number; lr: number; gradNorm: number; tokens: number; msPerStep: number }
+  | { step: number; valLoss: number }
+  | { step: number; passRate: number; checked: number };
+
+interface SftState {
+  [key: string]: unknown;
+  step: number;
+  rng: number[];
+  metrics: MetricsLine[];
+  samples: SampleLine[];
+}
+
+/**
+ * The tokenizer of a stage that starts from a model: `name` when given, else the `tokenizer.json` of
+ * the `init` directory or the input artifact.
+ */
+export async function modelTokenizer(
+  stage: string,
+  name: string | undefined,
+  dirs: (string | undefined)[],
+): Promise<{ tokenizer: Tokenizer; file?: string }> {
+  if (name) return { tokenizer: await loadTokenizer(name), file: name.includes("/") ? name : undefined };
+  for (const dir of dirs) {
+    if (!dir) continue;
+    const file = `${dir}/tokenizer.json`;
+    if (await Deno.stat(file).then(() => true, () => false)) {
+      return { tokenizer: await loadTokenizer(file), file };
+    }
+  }
+  throw new KilnError(
+    `stage "${stage}": no tokenizer.json in ${dirs.filter(Boolean).join(" or ")}; set the "tokenizer" option`,
+  );
+}
+
+/** The starting weights: `init` when set, else the input artifact; checks the tokenizer fits. */
+export async function startingModel(
+  stage: string,
+  init: string | undefined,
+  input: Artifact,
+  tokenizer: Tokenizer,
+): Promise<LoadedModel> {
+  const model = await loadModelDir(init ?? input.dir);
+  if (tokenizer.vocabSize > model.config.vocab) {
+    throw new KilnError(
+      `stage "${stage}": the tokenizer has ${tokenizer.vocabSize} ids but the model's vocabulary only ` +
+        `${model.config.vocab}: use the model's own tokenizer, or chat markers that are plain text`,
+    );
+  }
+  return model;
+}
+
+/** The prompt turns and reference answer of a held-out demonstration: everything before its last answer. */
+function heldOutPrompt(example: SftExample): { turns: Turn[]; reference: string } {
+  const last = example.turns.findLastIndex((t) => t.role === "assistant");
+  return { turns: example.turns.slice(0, last), reference: example.turns[last].content };
+}
+
+/** Answers held-out prompts and checks those of the checkable task. */
+async function answerPrompts(
+  model: GPT,
+  template: ChatTemplate,
+  prompts: { turns: Turn[]; reference: string }[],
+  step: number,
+  opts: { maxTokens: number; temperature: number; rng: Rng },
+): Promise<SampleLine[]> {
+  const out: SampleLine[] = [];
+  for (const { turns, reference } of prompts) {
+    const ids = template.prompt(turns);
+    const room = model.config.context - ids.length;
+    if (room <= 0) continue;
+    const gen = await generate(model, ids, {
+      maxTokens: Math.min(opts.maxTokens, room),
+      temperature: opts.temperature,
+      stop: template.stopIds(),
+      rng: opts.rng,
+    });
+    const response = template.answerText(gen.ids);
+    const prompt = turns.at(-1)?.content ?? "";
+    const pass = checkResponse(prompt, response);
+    out.push({ step, prompt, response, reference, ...(pass === undefined ? {} : { pass }) });
+  }
+  return out;
+}
+
+/** Pass rate of the checkable prompts among samples, or undefined when none is checkable. */
+function passRate(samples: SampleLine[]): { passRate: number; checked: number } | undefined {
+  const checked = samples.filter((s) => s.pass !== undefined);
+  if (checked.length === 0) return undefined;
+  return { passRate: checked.filter((s) => s.pass).length / checked.length, checked: checked.length };
+}
+
+/** The micro-batches (lists of rows) of every optimizer step of every epoch, from the seed alone. */
+function planSteps(n: number, encoded: Encoded[], cfg: SftConfig, T: number): Row[][][] {
+  const steps: Row[][][] = [];
+  const perStep = cfg.batch * cfg.gradAccum;
+  for (let epoch = 0; epoch < cfg.epochs; epoch++) {
+    const order = new Rng((cfg.seed * 1_000_003 + epoch) >>> 0).shuffle(
+      Uint32Array.from({ length: n }, (_, i) => i),
+    );
+    const rows = packRows(Array.from(order, (i) => encoded[i]), T, cfg.packing).map((row) =>
+      row.map((j) => order[j])
+    );
+    for (let s = 0; s < rows.length; s += perStep) {
+      const stepRows = rows.slice(s, s + perStep);
+      const micro: Row[][] = [];
+      for (let m = 0; m < stepRows.length; m += cfg.batch) micro.push(stepRows.slice(m, m + cfg.batch));
+      steps.push(micro);
+    }
+  }
+  return steps;
+}
+
+async function fingerprint(cfg: SftConfig) {
+  return await fingerprintFiles([cfg.data, ...(cfg.val.data ? [cfg.val.data] : [])]);
+}
+
+async function run(ctx: StageContext<SftConfig, "model">) {
+  const cfg = ctx.config;
+  const { tokenizer, file: tokenizerFile } = await modelTokenizer("sft", cfg.tokenizer, [
+    cfg.init,
+    ctx.input.dir,
+  ]);
+  const initial = await startingModel("sft", cfg.init, ctx.input, tokenizer);
+  const { config, layout } = initial;
+  let template: ChatTemplate;
+  try {
+    template = new ChatTemplate(tokenizer, cfg.template);
+  } catch (e) {
+    throw new ConfigError("sft", ["template"], (e as Error).message);
+  }
+  const T = cfg.seqLen ?? config.context;
+  if (T > config.context) {
+    throw new ConfigError("sft", ["seqLen"], `${T} exceeds the model's context ${config.context}`);
+  }
+
+  // Data: read, split, encode; conversations longer than a row are skipped and counted.
+  const { examples, skipped } = await readSftData(cfg.data, { onBadRow: cfg.onBadRow });
+  let train = examples, val: SftExample[] = [];
+  if (cfg.val.data) {
+    const read = await readSftData(cfg.val.data, { onBadRow: cfg.onBadRow });
+    val = read.examples;
+    for (const [k, n] of Object.entries(read.skipped.counts)) {
+      skipped.counts[k] = (skipped.counts[k] ?? 0) + n;
+    }
+  } else if (cfg.val.fraction > 0 && examples.length > 1) {
+    const order = new Rng(cfg.seed ^ 0x7a1).shuffle(
+      Uint32Array.from({ length: examples.length }, (_, i) => i),
+    );
+    const nVal = Math.max(1, Math.round(examples.length * cfg.val.fraction));
+    const held = new Set(order.subarray(0, nVal));
+    val = examples.filter((_, i) => held.has(i));
+    train = examples.filter((_, i) => !held.has(i));
+  }
+  for (const [reason, count] of Object.entries(skipped.counts)) {
+    ctx.stats.set(`skipped.${reason}`, count);
+    ctx.log(`skipped ${count} rows (${reason}), e.g. ${skipped.examples[reason]}`);
+  }
+  const encode = (list: SftExample[]) => {
+    const kept: Encoded[] = [];
+    let tooLong = 0;
+    for (const ex of list) {
+      const r = template.render(ex.turns);
+      if (r.ids.length > T) tooLong++;
+      else kept.push(r);
+    }
+    return { kept, tooLong };
+  };
+  const trainSet = encode(train), valSet = encode(val);
+  const tooLong = trainSet.tooLong + valSet.tooLong;
+  if (tooLong > 0) {
+    ctx.stats.set("skipped.tooLong", tooLong);
+    ctx.log(`skipped ${tooLong} conversations longer than ${T} tokens`);
+  }
+  if (trainSet.kept.length === 0) {
+    throw new KilnError(`stage "sft": no training conversation fits ${T} tokens`);
+  }
+  ctx.stats.set("examples", trainSet.kept.length);
+  ctx.stats.set("valExamples", valSet.kept.length);
+
+  const pad = tokenizer.specialTokens["<|endoftext|>"] ?? 0;
+  const plan = planSteps(trainSet.kept.length, trainSet.kept, cfg, T);
+  const totalSteps = plan.length;
+  const schedule = { maxLr: cfg.lr, minLr: cfg.minLr ?? cfg.lr / 10, warmupSteps: cfg.warmup, totalSteps };
+  const valRows = packRows(valSet.kept, T, cfg.packing);
+  const heldOut = val.slice(0, cfg.samples.count).map(heldOutPrompt);
+
+  const resumed = await loadTrainCheckpoint<SftState>(ctx.checkpoint, layout);
+  let step = resumed?.state.step ?? 0;
+  const rng = resumed ? Rng.fromState(resumed.state.rng) : new Rng(cfg.seed ^ 0x5eed);
+  const metrics: MetricsLine[] = resumed?.state.metrics ?? [];
+  const samples: SampleLine[] = resumed?.state.samples ?? [];
+  if (resumed) ctx.log(`resuming from the checkpoint at step ${step}`);
+
+  const backend = await createBackend({ backend: cfg.backend, log: (line) => ctx.log(line) });
+  ctx.log(
+    `fine-tuning ${
+      layout.total.toLocaleString("en")
+    } parameters on ${backend.name}: ${trainSet.kept.length} ` +
+      `conversations, ${totalSteps} steps over ${cfg.epochs} epochs of ${cfg.batch}×${T}×${cfg.gradAccum}`,
+  );
+  const trainer = await Trainer.create(backend, layout, {
+    params: resumed?.params ?? initial.params,
+    m: resumed?.m,
+    v: resumed?.v,
+    step,
+    batch: cfg.batch,
+    seqLen: T,
+    adamw: { beta1: cfg.beta1, beta2: cfg.beta2, eps: cfg.eps, weightDecay: cfg.weightDecay },
+    clip: cfg.clip,
+    masked: true,
+  });
+  const evalActs = valRows.length > 0
+    ? trainer.model.activations(cfg.batch, T, { mask: true, segments: true })
+    : undefined;
+  try {
+    const model = trainer.model;
+    const valLoss = async () => {
+      // Token-weighted mean of the response-only loss over all held-out rows.
+      let sum = 0, count = 0;
+      for (let r = 0; r < valRows.length; r += cfg.batch) {
+        const b = batchRows(valRows.slice(r, r + cfg.batch), valSet.kept, cfg.batch, T, pad);
+        if (b.tokens === 0) continue;
+        model.forward(evalActs!, b.inputs, {
+          targets: b.targets,
+          lossMask: b.lossMask,
+          segments: b.segments,
+        });
+        sum += (await model.readLoss(evalActs!)) * b.tokens;
+        count += b.tokens;
+      }
+      return sum / Math.max(1, count);
+    };
+    const sample = async () => {
+      if (heldOut.length === 0) return;
+      const lines = await answerPrompts(model, template, heldOut, step, { ...cfg.samples, rng });
+      samples.push(...lines);
+      const rate = passRate(lines);
+      if (rate) {
+        metrics.push({ step, ...rate });
+        ctx.stats.set(step === 0 ? "passRateBefore" : "passRate", rate.passRate);
+        ctx.log(
+          `step ${step}: the checker passes ${rate.checked} held-out answers at ${
+            (rate.passRate * 100).toFixed(1)
+          }%`,
+        );
+      }
+      ctx.log(
+        `step ${step} sample: ${JSON.stringify(lines[0]?.prompt)} → ${JSON.stringify(lines[0]?.response)}`,
+      );
+    };
+    const checkpoint = async () => {
+      const { params, m, v } = await trainer.state();
+      await saveTrainCheckpoint(ctx.checkpoint, layout, {
+        params,
+        m,
+        v,
+        state: { step, rng: rng.state(), metrics, samples },
+      });
+    };
+
+    if (step === 0) await sample();
+    const pending: { lr: number; tokens: number }[] = [];
+    let windowStart = performance.now();
+    const flush = async () => {
+      const read = await trainer.readMetrics();
+      const ms = (performance.now() - windowStart) / Math.max(1, read.length);
+      read.forEach((m, i) =>
+        metrics.push({
+          step: m.step,
+          loss: m.loss,
+          gradNorm: m.gradNorm,
+          ...pending[i],
+          msPerStep: Math.round(ms * 100) / 100,
+        })
+      );
+      const last = read.at(-1);
+      if (last) {
+        ctx.stats.set("loss", last.loss);
+        ctx.log(
+          `step ${last.step}/${totalSteps} loss ${last.loss.toFixed(4)} norm ${last.gradNorm.toFixed(3)} ${
+            ms.toFixed(1)
+          } ms/step`,
+        );
+      }
+      pending.length = 0;
+      windowStart = performance.now();
+    };
+
+    while (step < totalSteps) {
+      const micro = plan[step];
+      let tokens = 0;
+      for (const rows of micro) {
+        const b = batchRows(rows, trainSet.kept, cfg.batch, T, pad);
+        tokens += b.tokens;
+        trainer.microStep(b, 1 / micro.length);
+      }
+      const lr = learningRate(step, schedule);
+      trainer.optimizerStep(lr);
+      pending.push({ lr, tokens });
+      step++;
+      if (step % cfg.logEvery === 0 || step === totalSteps) await flush();
+      if (evalActs && (step === totalSteps || (cfg.eval.every > 0 && step % cfg.eval.every === 0))) {
+        if (pending.length > 0) await flush();
+        const loss = await valLoss();
+        metrics.push({ step, valLoss: loss });
+        ctx.stats.set("valLoss", loss);
+        ctx.log(`step ${step} validation loss ${loss.toFixed(4)}`);
+      }
+      if (step === totalSteps || (cfg.samples.every > 0 && step % cfg.samples.every === 0)) await sample();
+      ctx.progress({ done: step, total: totalSteps, unit: "steps" });
+      if (step < totalSteps && (step % cfg.checkpointEvery === 0 || ctx.signal.aborted)) {
+        if (pending.length > 0) await flush();
+        await checkpoint();
+        if (ctx.signal.aborted) {
+          throw new InterruptedError(
+            `stage "sft": interrupted at step ${step}; checkpointed, run again to resume`,
+          );
+        }
+      }
+    }
+
+    const { params } = await trainer.state();
+    await ctx.out.writeFile("model.safetensors", serializeModel(layout, params));
+    await ctx.out.writeFile("config.json", serializeConfig(config));
+    await ctx.out.writeText("tokenizer.json", JSON.stringify(tokenizer.toJSON()));
+    await ctx.out.writeJson(CHAT_TEMPLATE_FILE, template.toJSON());
+    await ctx.out.writeText("metrics.jsonl", metrics.map((m) => JSON.stringify(m)).join("\n") + "\n");
+    await ctx.out.writeText("samples.jsonl", samples.map((s) => JSON.stringify(s)).join("\n") + "\n");
+    ctx.stats.set("steps", step);
+    ctx.stats.set("parameters", layout.total);
+    ctx.stats.set("backend", backend.name);
+    if (tokenizerFile) ctx.stats.set("tokenizer", tokenizerFile);
+  } finally {
+    if (evalActs) trainer.model.freeActivations(evalActs);
+    trainer.dispose();
+  }
+}
+
+/** Supervised fine-tuning on demonstrations; see the module doc. */
+export const sft = defineStage({
+  name: "sft",
+  version: 1,
+  module: import.meta.url,
+  input: "model",
+  output: "model",
+  schema,
+  permissions: { read: true, write: true },
+  description: "Supervised fine-tuning on chat demonstrations: response-only loss, packing, exact resume",
+  fingerprint,
+  run,
+});

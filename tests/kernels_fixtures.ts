@@ -1,0 +1,64 @@
+/** Shared helpers of the kernel tests: a seeded PRNG, tolerance checks, finite differences. */
+import { AssertionError } from "node:assert";
+
+/** mulberry32: a small seeded PRNG, so every run draws the same "random" inputs. */
+export function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** `n` uniform floats in [-scale, scale). */
+export function randomFloats(random: () => number, n: number, scale = 1): Float32Array {
+  return Float32Array.from({ length: n }, () => (2 * random() - 1) * scale);
+}
+
+/** `n` integers in [0, max). */
+export function randomInts(random: () => number, n: number, max: number): Uint32Array {
+  return Uint32Array.from({ length: n }, () => Math.floor(random() * max));
+}
+
+/**
+ * Asserts |actual - expected| ≤ atol + rtol·|expected| everywhere. NaN never passes (an element the
+ * kernel did not write stays NaN from the poisoning).
+ */
+export function assertClose(
+  actual: ArrayLike<number>,
+  expected: ArrayLike<number>,
+  what: string,
+  rtol = 1e-5,
+  atol = 1e-6,
+): void {
+  if (actual.length !== expected.length) {
+    throw new AssertionError({ message: `${what}: length ${actual.length}, expected ${expected.length}` });
+  }
+  for (let i = 0; i < actual.length; i++) {
+    const a = actual[i], e = expected[i];
+    if (!(Math.abs(a - e) <= atol + rtol * Math.abs(e))) {
+      throw new AssertionError({
+        message: `${what}[${i}] = ${a}, expected ${e} (rtol ${rtol}, atol ${atol})`,
+      });
+    }
+  }
+}
+
+/** Central difference of `loss` with respect to `x[i]` (x is changed and restored). */
+export function finiteDifference(
+  loss: () => number,
+  x: { [i: number]: number },
+  i: number,
+  h = 1e-6,
+): number {
+  const saved = x[i];
+  x[i] = saved + h;
+  const plus = loss();
+  x[i] = saved - h;
+  const minus = loss();
+  x[i] = saved;
+  return (plus - minus) / (2 * h);
+}

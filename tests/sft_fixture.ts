@@ -1,0 +1,88 @@
+/**
+ * A tiny SFT → reward-model pipeline for the stage tests: a "pretrained" model (seeded GPT-2 init with
+ * a byte-level tokenizer), demonstrations and comparisons of the checkable task, then `sft` and
+ * `rewardModel` on the CPU backend.
+ *
+ * Run as a script it executes the pipeline in a workdir, so a test can kill it mid-run:
+ * `deno run -A tests/sft_fixture.ts <workdir> <datadir> '<sft config JSON>' '<rm config JSON>'`.
+ * @module
+ */
+import { z } from "zod";
+import { join } from "node:path";
+import { defineStage } from "../pipeline/stage.ts";
+import { pipeline } from "../pipeline/pipeline.ts";
+import { gptConfig } from "../model/config.ts";
+import { initParams, paramLayout } from "../model/params.ts";
+import { serializeConfig, serializeModel } from "../model/checkpoint.ts";
+import { PieceCounter, trainBpe } from "../tokenizer/mod.ts";
+import { Rng } from "../model/rng.ts";
+import { corruptAnswers, generateTasks } from "../stages/sft/task.ts";
+import { sft } from "../stages/sft.ts";
+import { rewardModel } from "../stages/reward_model.ts";
+
+export const TINY = { layers: 1, dim: 16, heads: 2, context: 32 } as const;
+
+/** The base model: GPT-2 init and a byte-level tokenizer (256 bytes + the 5 special tokens). */
+export const base = defineStage({
+  name: "tiny-base",
+  version: 1,
+  module: import.meta.url,
+  input: null,
+  output: "model",
+  schema: z.object({
+    seed: z.number().default(1),
+    layers: z.number().default(TINY.layers),
+    dim: z.number().default(TINY.dim),
+    heads: z.number().default(TINY.heads),
+  }),
+  async run(ctx) {
+    const { seed: _, ...shape } = ctx.config;
+    const tokenizer = trainBpe(new PieceCounter(), { vocabSize: 261 });
+    const layout = paramLayout(gptConfig({ ...TINY, ...shape, vocab: tokenizer.vocabSize }));
+    await ctx.out.writeFile("model.safetensors", serializeModel(layout, initParams(layout, ctx.config.seed)));
+    await ctx.out.writeFile("config.json", serializeConfig(layout.config));
+    await ctx.out.writeText("tokenizer.json", JSON.stringify(tokenizer.toJSON()));
+  },
+});
+
+/** Writes `sft.jsonl` and `comparisons.jsonl` of the uppercase task into `dir`. */
+export async function writeData(
+  dir: string,
+  count = 40,
+  task = { alphabet: "abcdef", minLength: 1, maxLength: 3 },
+): Promise<{ sft: string; comparisons: string }> {
+  const tasks = generateTasks(count, { seed: 2, kinds: ["upper"], ...task });
+  const rng = new Rng(3);
+  const sftPath = join(dir, "sft.jsonl"), cmpPath = join(dir, "comparisons.jsonl");
+  await Deno.writeTextFile(
+    sftPath,
+    tasks.map((t) => JSON.stringify({ prompt: t.prompt, response: t.answer })).join("\n") + "\n",
+  );
+  await Deno.writeTextFile(
+    cmpPath,
+    tasks.map((t) => JSON.stringify({ prompt: t.prompt, ranked: [t.answer, ...corruptAnswers(t, 2, rng)] }))
+      .join("\n") + "\n",
+  );
+  return { sft: sftPath, comparisons: cmpPath };
+}
+
+/** The tiny pipeline: base → sft → rewardModel. */
+export function tinyPipeline(
+  workdir: string,
+  sftConfig: Parameters<typeof sft>[0],
+  rmConfig: Parameters<typeof rewardModel>[0],
+  baseConfig: Parameters<typeof base>[0] = {},
+) {
+  return pipeline("tiny-rlhf", { workdir, workers: 1 })
+    .pipe(base(baseConfig))
+    .pipe(sft(sftConfig))
+    .pipe(rewardModel(rmConfig));
+}
+
+if (import.meta.main) {
+  const [workdir, sftJson, rmJson] = Deno.args;
+  await tinyPipeline(workdir, JSON.parse(sftJson), JSON.parse(rmJson)).execute({
+    command: "run",
+    quiet: true,
+  });
+}

@@ -1,0 +1,193 @@
+import { strict as assert } from "node:assert";
+import { join } from "node:path";
+import { loadModelDir } from "../model/checkpoint.ts";
+import { RewardScorer, scoreCommand } from "../stages/reward_model/score.ts";
+import { createCpuBackend } from "../kernels/cpu.ts";
+import { tinyPipeline, writeData } from "./sft_fixture.ts";
+
+const SFT = {
+  epochs: 2,
+  batch: 4,
+  lr: 1e-2,
+  warmup: 2,
+  logEvery: 2,
+  samples: { count: 3, maxTokens: 4 },
+  checkpointEvery: 2,
+  backend: "cpu" as const,
+};
+const RM = {
+  epochs: 2,
+  batch: 4,
+  lr: 1e-2,
+  warmup: 2,
+  logEvery: 2,
+  checkpointEvery: 2,
+  backend: "cpu" as const,
+};
+
+type Json = Record<string, unknown>;
+const jsonl = (text: string): Json[] => text.trim().split("\n").map((l) => JSON.parse(l));
+
+Deno.test("sft → rewardModel: artifacts, metrics, reward stats, and the score API/CLI", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const data = await writeData(dir);
+    const result = await tinyPipeline(join(dir, "work"), { ...SFT, data: data.sft }, {
+      ...RM,
+      data: data.comparisons,
+    })
+      .execute({ command: "run", quiet: true });
+    const s = result.artifacts["sft"];
+    assert.deepEqual(s.files(), [
+      "chat_template.json",
+      "config.json",
+      "metrics.jsonl",
+      "model.safetensors",
+      "samples.jsonl",
+      "tokenizer.json",
+    ]);
+    assert.equal((await loadModelDir(s.dir)).config.dim, 16);
+    const metrics = jsonl(await s.readText("metrics.jsonl"));
+    const losses = metrics.filter((m) => "loss" in m) as { loss: number; step: number }[];
+    assert.ok(losses.length > 4);
+    assert.ok(losses.at(-1)!.loss < losses[0].loss, `loss ${losses[0].loss} → ${losses.at(-1)!.loss}`);
+    assert.ok(metrics.some((m) => "valLoss" in m));
+    // Held-out answers are checked before training (step 0) and at the end.
+    const rates = metrics.filter((m) => "passRate" in m);
+    assert.deepEqual(rates.map((m) => m.step), [0, losses.at(-1)!.step]);
+    const samples = jsonl(await s.readText("samples.jsonl"));
+    assert.ok(samples.every((x) => typeof x.pass === "boolean" && /^Uppercase: /.test(x.prompt as string)));
+    assert.equal(s.stats.examples, 38);
+    assert.equal(s.stats.valExamples, 2);
+
+    const rm = result.artifacts["rewardModel"];
+    assert.deepEqual(rm.files(), [
+      "chat_template.json",
+      "config.json",
+      "metrics.jsonl",
+      "model.safetensors",
+      "reward_stats.json",
+      "tokenizer.json",
+    ]);
+    const stats = await rm.readJson<{ mean: number; std: number; count: number }>("reward_stats.json");
+    assert.equal(stats.count, 36 * 3);
+    assert.ok(stats.std > 0 && Number.isFinite(stats.mean));
+    assert.equal(rm.stats.rewardMean, stats.mean);
+    const rmMetrics = jsonl(await rm.readText("metrics.jsonl"));
+    assert.deepEqual(rmMetrics.filter((m) => "valAccuracy" in m).map((m) => m.step), [0, 18]);
+
+    // The API and the CLI score the same numbers; scoring agrees with a batch of one.
+    const scorer = await RewardScorer.load(rm.dir, { backend: createCpuBackend() });
+    const [a, b] = await scorer.scoreMany([{ prompt: "Uppercase: abc", response: "ABC" }, {
+      prompt: "Uppercase: abc",
+      response: "abc",
+    }]);
+    assert.ok(Math.abs(a - await scorer.score("Uppercase: abc", "ABC")) < 1e-5);
+    scorer.close();
+    const lines: string[] = [];
+    const cli = await scoreCommand([
+      rm.dir,
+      "--prompt",
+      "Uppercase: abc",
+      "--response",
+      "ABC",
+      "--response",
+      "abc",
+      "--backend",
+      "cpu",
+    ], (l) => lines.push(l));
+    assert.ok(Math.abs(cli[0] - a) < 1e-5 && Math.abs(cli[1] - b) < 1e-5);
+    assert.match(lines[0], /^-?\d+\.\d{4}\t"ABC"$/);
+    await assert.rejects(scoreCommand([rm.dir]), /give --prompt and --response, or --file/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+async function listRecursive(dir: string): Promise<string[]> {
+  const out: string[] = [];
+  try {
+    for await (const e of Deno.readDir(dir)) {
+      const p = join(dir, e.name);
+      if (e.isDirectory) out.push(...await listRecursive(p));
+      else out.push(p);
+    }
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e; // a directory the run has just removed
+  }
+  return out;
+}
+
+/** Metrics without timings. */
+const strip = (text: string) => jsonl(text).map(({ msPerStep: _, ...rest }) => rest);
+
+for (const stage of ["sft", "rewardModel"] as const) {
+  Deno.test(`${stage}: killed with SIGKILL after a checkpoint, a rerun resumes to the same metrics and weights`, async () => {
+    const dir = await Deno.makeTempDir();
+    try {
+      const data = await writeData(dir);
+      const sftConfig = { ...SFT, data: data.sft, epochs: stage === "sft" ? 6 : 1 };
+      const rmConfig = { ...RM, data: data.comparisons, epochs: stage === "rewardModel" ? 6 : 1 };
+      const reference = await tinyPipeline(join(dir, "a"), sftConfig, rmConfig).execute({
+        command: "run",
+        quiet: true,
+      });
+
+      const workdir = join(dir, "b");
+      const child = new Deno.Command(Deno.execPath(), {
+        args: [
+          "run",
+          "-A",
+          "--config",
+          new URL("../deno.json", import.meta.url).pathname,
+          new URL("./sft_fixture.ts", import.meta.url).pathname,
+          workdir,
+          JSON.stringify(sftConfig),
+          JSON.stringify(rmConfig),
+        ],
+        stdout: "null",
+        stderr: "piped",
+      }).spawn();
+      let exited = false;
+      child.status.then(() => (exited = true));
+      let checkpointed = false;
+      for (let i = 0; i < 6000 && !checkpointed && !exited; i++) {
+        await new Promise((r) => setTimeout(r, 10));
+        checkpointed = (await listRecursive(join(workdir, "work"))).some((p) =>
+          p.includes(stage) && p.endsWith("train-state.json")
+        );
+      }
+      if (!exited) child.kill("SIGKILL");
+      const stderr = new TextDecoder().decode((await child.output()).stderr);
+      assert.ok(checkpointed, `the subprocess wrote no ${stage} checkpoint; its stderr:\n${stderr}`);
+      const committed = (await listRecursive(join(workdir, "artifacts"))).some((p) => p.includes(stage));
+      assert.ok(
+        !committed,
+        "the run was killed before the stage finished (make the run longer if this fails)",
+      );
+
+      const resumed = await tinyPipeline(workdir, sftConfig, rmConfig).execute({
+        command: "run",
+        quiet: true,
+      });
+      assert.equal(resumed.stages.find((s) => s.id === stage)?.action, "resumed");
+      const [got, want] = [resumed.artifacts[stage], reference.artifacts[stage]];
+      assert.deepEqual(
+        strip(await got.readText("metrics.jsonl")),
+        strip(await want.readText("metrics.jsonl")),
+      );
+      assert.deepEqual(
+        await Deno.readFile(got.path("model.safetensors")),
+        await Deno.readFile(want.path("model.safetensors")),
+      );
+      if (stage === "sft") {
+        assert.equal(await got.readText("samples.jsonl"), await want.readText("samples.jsonl"));
+      } else {assert.deepEqual(
+          await got.readJson("reward_stats.json"),
+          await want.readJson("reward_stats.json"),
+        );}
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  });
+}

@@ -1,0 +1,301 @@
+/**
+ * Loading tokenizers from the formats the field uses: kiln's own JSON, GPT-2's `encoder.json` +
+ * `vocab.bpe`, tiktoken rank files (`<base64 token> <rank>` lines), and Hugging Face `tokenizer.json`
+ * (BPE models with byte-level pre-tokenisation). `gpt2` and `cl100k_base` load by name from the
+ * ranks that `npm:js-tiktoken` ships. Errors name the file and the field or line at fault.
+ *
+ * @example
+ * ```ts
+ * import { loadTokenizer } from "./load.ts";
+ * const gpt2 = await loadTokenizer("gpt2");
+ * const mine = await loadTokenizer(".kiln/artifacts/tokenize/tokenizer.json");
+ * const hf = await loadTokenizer("models/gpt2/tokenizer.json");
+ * ```
+ * @module
+ */
+import { DataError } from "../pipeline/errors.ts";
+import { fromBase64, Tokenizer } from "./tokenizer.ts";
+import { GPT2_PATTERN } from "./pretokenize.ts";
+
+/** Tokenizers loadable by name (from `npm:js-tiktoken`'s ranks). */
+export const NAMED_TOKENIZERS = ["gpt2", "cl100k_base"] as const;
+
+/** js-tiktoken's packed rank format: lines of `<tag> <first rank> <base64 token>…`. */
+interface PackedRanks {
+  pat_str: string;
+  special_tokens: Record<string, number>;
+  bpe_ranks: string;
+}
+
+function fromPackedRanks(ranks: PackedRanks): Tokenizer {
+  const tokens: Uint8Array[] = [];
+  for (const line of ranks.bpe_ranks.split("\n")) {
+    if (!line) continue;
+    const [, offset, ...b64] = line.split(" ");
+    const first = Number.parseInt(offset, 10);
+    b64.forEach((t, i) => (tokens[first + i] = fromBase64(t)));
+  }
+  return new Tokenizer({
+    tokens,
+    pattern: ranks.pat_str === GPT2_PATTERN ? GPT2_PATTERN : ranks.pat_str,
+    specialTokens: ranks.special_tokens,
+  });
+}
+
+/** GPT-2's tokenizer (r50k_base: 50,257 ids, `<|endoftext|>` = 50256). */
+export async function gpt2Tokenizer(): Promise<Tokenizer> {
+  const { default: ranks } = await import("js-tiktoken/ranks/gpt2");
+  return fromPackedRanks(ranks);
+}
+
+/** GPT-3.5/4's cl100k_base (100,277 ids). */
+export async function cl100kTokenizer(): Promise<Tokenizer> {
+  const { default: ranks } = await import("js-tiktoken/ranks/cl100k_base");
+  return fromPackedRanks(ranks);
+}
+
+/** Options for formats that do not carry a pattern or special tokens themselves. */
+export interface RankFileOptions {
+  /** Pre-tokenisation regex; default GPT-2's. */
+  pattern?: string;
+  /** Special tokens and their ids; default none. */
+  specialTokens?: Record<string, number>;
+}
+
+/** Parses a tiktoken rank file (`<base64 token> <rank>` per line); `file` names it in errors. */
+export function fromTiktoken(text: string, opts: RankFileOptions = {}, file = "ranks.tiktoken"): Tokenizer {
+  const tokens: Uint8Array[] = [];
+  const lines = text.split("\n");
+  for (let i = 0; i < lines.length; i++) {
+    const line = lines[i].trim();
+    if (!line) continue;
+    const [b64, rank, extra] = line.split(" ");
+    const id = Number(rank);
+    if (extra !== undefined || !Number.isInteger(id) || id < 0) {
+      throw new DataError(file, `${i + 1}`, 'expected "<base64 token> <rank>"');
+    }
+    try {
+      tokens[id] = fromBase64(b64);
+    } catch {
+      throw new DataError(file, `${i + 1}`, `invalid base64 "${b64}"`);
+    }
+  }
+  return build(file, { tokens: Array.from(tokens, (t) => t ?? null), ...opts });
+}
+
+/** GPT-2's byte ↔ printable-character map used by `encoder.json`, `vocab.bpe` and HF byte-level BPE. */
+export function byteToUnicode(): string[] {
+  const printable = (b: number) => (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255);
+  const map: string[] = [];
+  let n = 0;
+  for (let b = 0; b < 256; b++) map[b] = String.fromCharCode(printable(b) ? b : 256 + n++);
+  return map;
+}
+
+function unicodeDecoder(file: string): (token: string, where: string) => Uint8Array {
+  const toByte = new Map(byteToUnicode().map((c, b) => [c, b]));
+  return (token, where) => {
+    const out = new Uint8Array(token.length);
+    for (let i = 0; i < token.length; i++) {
+      const b = toByte.get(token[i]);
+      if (b === undefined) {
+        throw new DataError(file, where, `token "${token}" has a character outside the byte map`);
+      }
+      out[i] = b;
+    }
+    return out;
+  };
+}
+
+/**
+ * GPT-2's original files: `encoder.json` (token → id) and `vocab.bpe` (one merge `a b` a line after a
+ * `#version` line). `<|endoftext|>` becomes a special token when the encoder has it.
+ */
+export function fromGpt2Files(
+  encoderJson: string,
+  vocabBpe: string,
+  files = { encoder: "encoder.json", vocab: "vocab.bpe" },
+): Tokenizer {
+  let encoder: Record<string, number>;
+  try {
+    encoder = JSON.parse(encoderJson);
+  } catch (e) {
+    throw new DataError(files.encoder, undefined, `not JSON (${(e as Error).message})`);
+  }
+  const toBytes = unicodeDecoder(files.encoder);
+  const tokens: (Uint8Array | null)[] = [];
+  const specialTokens: Record<string, number> = {};
+  const ids = new Map<string, number>();
+  for (const [token, id] of Object.entries(encoder)) {
+    if (!Number.isInteger(id)) {
+      throw new DataError(files.encoder, JSON.stringify(token), "id is not an integer");
+    }
+    if (/^<\|.*\|>$/.test(token)) specialTokens[token] = id;
+    else tokens[id] = toBytes(token, JSON.stringify(token));
+    ids.set(token, id);
+  }
+  const merges = parseMerges(vocabBpe.split("\n"), ids, files.vocab);
+  return build(files.encoder, { tokens: Array.from(tokens, (t) => t ?? null), merges, specialTokens });
+}
+
+function parseMerges(lines: (string | [string, string])[], ids: Map<string, number>, file: string) {
+  const merges: [number, number][] = [];
+  lines.forEach((line, i) => {
+    if (typeof line === "string" && (line.startsWith("#version") || line.trim() === "")) return;
+    const [a, b] = typeof line === "string" ? line.split(" ") : line;
+    const left = ids.get(a), right = ids.get(b);
+    if (left === undefined || right === undefined) {
+      throw new DataError(file, `${i + 1}`, `merge "${a} ${b}" names a token not in the vocabulary`);
+    }
+    merges.push([left, right]);
+  });
+  return merges;
+}
+
+interface HfTokenizerJson {
+  model?: {
+    type?: string;
+    vocab?: Record<string, number>;
+    merges?: (string | [string, string])[];
+    ignore_merges?: boolean;
+    byte_fallback?: boolean;
+  };
+  pre_tokenizer?: HfPreTokenizer | null;
+  added_tokens?: { id: number; content: string; special?: boolean }[];
+}
+interface HfPreTokenizer {
+  type: string;
+  use_regex?: boolean;
+  add_prefix_space?: boolean;
+  pattern?: { Regex?: string; String?: string };
+  behavior?: string;
+  pretokenizers?: HfPreTokenizer[];
+}
+
+/**
+ * A Hugging Face `tokenizer.json` with a BPE model and byte-level pre-tokenisation: `ByteLevel`
+ * (GPT-2's pattern) or a `Sequence` of one `Split` regex (Isolated) and `ByteLevel` without regex
+ * (Llama 3, Qwen). Added tokens become special tokens. Other models, prefix spaces and normalizers
+ * that change text are refused with the field that is not supported.
+ */
+export function fromHuggingFace(jsonText: string, file = "tokenizer.json"): Tokenizer {
+  let json: HfTokenizerJson & { normalizer?: { type?: string } | null };
+  try {
+    json = JSON.parse(jsonText);
+  } catch (e) {
+    throw new DataError(file, undefined, `not JSON (${(e as Error).message})`);
+  }
+  const model = json.model;
+  if (model?.type !== "BPE" && !(model && model.type === undefined && model.merges)) {
+    throw new DataError(file, "model.type", `only BPE models are supported, not ${model?.type}`);
+  }
+  if (!model.vocab || !model.merges) throw new DataError(file, "model", "missing vocab or merges");
+  if (json.normalizer) {
+    throw new DataError(
+      file,
+      "normalizer",
+      `normalizer ${json.normalizer.type} is not supported (byte-level BPE)`,
+    );
+  }
+  const pattern = hfPattern(json.pre_tokenizer, file);
+  const toBytes = unicodeDecoder(file);
+  const tokens: (Uint8Array | null)[] = [];
+  const ids = new Map<string, number>();
+  const specialTokens: Record<string, number> = {};
+  const added = new Set((json.added_tokens ?? []).map((t) => t.content));
+  for (const [token, id] of Object.entries(model.vocab)) {
+    ids.set(token, id);
+    if (!added.has(token)) tokens[id] = toBytes(token, `model.vocab[${JSON.stringify(token)}]`);
+  }
+  for (const t of json.added_tokens ?? []) specialTokens[t.content] = t.id;
+  const merges = parseMerges(model.merges, ids, file);
+  return build(file, {
+    tokens: Array.from(tokens, (t) => t ?? null),
+    merges,
+    pattern,
+    specialTokens,
+    ignoreMerges: model.ignore_merges ?? false,
+  });
+}
+
+function hfPattern(pre: HfPreTokenizer | null | undefined, file: string): string {
+  const byteLevel = (p: HfPreTokenizer, where: string) => {
+    if (p.add_prefix_space) {
+      throw new DataError(file, `${where}.add_prefix_space`, "add_prefix_space is not supported");
+    }
+  };
+  if (pre?.type === "ByteLevel" && pre.use_regex !== false) {
+    byteLevel(pre, "pre_tokenizer");
+    return GPT2_PATTERN;
+  }
+  const seq = pre?.type === "Sequence" ? pre.pretokenizers ?? [] : [];
+  const [split, bl] = seq;
+  if (seq.length === 2 && split.type === "Split" && bl.type === "ByteLevel" && bl.use_regex === false) {
+    byteLevel(bl, "pre_tokenizer.pretokenizers[1]");
+    const regex = split.pattern?.Regex;
+    if (regex === undefined || split.behavior !== "Isolated") {
+      throw new DataError(
+        file,
+        "pre_tokenizer.pretokenizers[0]",
+        "only an Isolated Regex split is supported",
+      );
+    }
+    try {
+      new RegExp(regex, "u");
+    } catch (e) {
+      throw new DataError(file, "pre_tokenizer.pretokenizers[0].pattern", (e as Error).message);
+    }
+    return regex;
+  }
+  throw new DataError(file, "pre_tokenizer", `pre-tokenizer ${pre?.type} is not byte-level BPE`);
+}
+
+function build(file: string, spec: ConstructorParameters<typeof Tokenizer>[0]): Tokenizer {
+  try {
+    return new Tokenizer(spec);
+  } catch (e) {
+    throw new DataError(file, undefined, (e as Error).message);
+  }
+}
+
+async function readText(path: string): Promise<string> {
+  try {
+    return await Deno.readTextFile(path);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) throw new DataError(path, undefined, "no such file");
+    throw e;
+  }
+}
+
+/**
+ * Loads a tokenizer by name (`gpt2`, `cl100k_base`) or from a file, recognising the format by its
+ * content: kiln's JSON, Hugging Face's `tokenizer.json`, GPT-2's `encoder.json` (with `vocab.bpe` in
+ * the same directory; a directory holding both also works), or a tiktoken rank file.
+ */
+export async function loadTokenizer(source: string, opts: RankFileOptions = {}): Promise<Tokenizer> {
+  if (source === "gpt2") return gpt2Tokenizer();
+  if (source === "cl100k_base") return cl100kTokenizer();
+  let path = source;
+  const info = await Deno.stat(path).catch(() => undefined);
+  if (!info) {
+    throw new DataError(
+      source,
+      undefined,
+      `no such file (nor a tokenizer name: ${NAMED_TOKENIZERS.join(", ")})`,
+    );
+  }
+  if (info.isDirectory) path = `${path.replace(/\/$/, "")}/encoder.json`;
+  const text = await readText(path);
+  if (!text.trimStart().startsWith("{")) return fromTiktoken(text, opts, path);
+  let json: Record<string, unknown>;
+  try {
+    json = JSON.parse(text);
+  } catch (e) {
+    throw new DataError(path, undefined, `not JSON (${(e as Error).message})`);
+  }
+  if (json.format === "kiln-bpe") return Tokenizer.fromJSON(json, path);
+  // (GPT-2's encoder.json has a token "model" too, but its value is an id.)
+  if (typeof json.model === "object" && json.model !== null) return fromHuggingFace(text, path);
+  const vocab = path.replace(/[^/]*$/, "vocab.bpe");
+  return fromGpt2Files(text, await readText(vocab), { encoder: path, vocab });
+}
