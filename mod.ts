@@ -52,7 +52,30 @@ export {
 export { loadPipelineYaml } from "./pipeline/yaml.ts";
 
 // Data formats shared by the stages.
-export { type Document, DocumentWriter, isDocumentShard, readDocuments } from "./stages/documents.ts";
+export {
+  type Document,
+  documentShards,
+  DocumentWriter,
+  EXCLUDED_DIR,
+  isDocumentShard,
+  readDocuments,
+} from "./stages/documents.ts";
 
 // Stages.
 export { crawl, type CrawlConfig } from "./stages/crawl.ts";
+export { dedupe } from "./stages/dedupe.ts";
+export { qualityFilter } from "./stages/quality_filter.ts";
+export { tokenize, type TokenizeConfig } from "./stages/tokenize.ts";
+export { pretrain, type PretrainConfig } from "./stages/pretrain.ts";
+export { sft, type SftConfig } from "./stages/sft.ts";
+export { rewardModel, type RewardModelConfig } from "./stages/reward_model.ts";
+export { ppo, type PpoConfig } from "./stages/ppo.ts";
+
+// Libraries the stages are built on (each directory's mod.ts has the rest).
+export { loadTokenizer, Tokenizer } from "./tokenizer/mod.ts";
+export { type Backend, createBackend, type Tensor } from "./kernels/mod.ts";
+export { type GPTConfig, gptConfig } from "./model/config.ts";
+export { GPT } from "./model/gpt.ts";
+export { generate, type GenerateOptions } from "./model/generate.ts";
+export { loadModelDir, saveModelDir } from "./model/checkpoint.ts";
+export { RewardScorer } from "./stages/reward_model/score.ts";

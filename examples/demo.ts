@@ -1,15 +1,53 @@
 /**
- * The demo pipeline: real web archives in, through every stage that has landed.
+ * The demo pipeline: InstructGPT's recipe end to end, at toy scale so it runs in about a minute on a
+ * laptop CPU. Real web archives in (examples/data/*.warc.gz), then dedupe, quality filter, a BPE
+ * tokenizer trained on what survived, a tiny GPT pretrained on it, and the three alignment steps on the
+ * checkable arithmetic/string task of examples/data/*.jsonl (made by examples/make_rlhf_data.ts).
  *
  *   deno task demo              # run it (again: every stage is cached)
  *   deno task demo status       # what is done, and why a stage would rerun
- *   deno task demo report       # .kiln/report.html
+ *   deno task demo plan         # what a run would do
+ *
+ * The models are far too small to learn much: the demo shows the pipeline's shape, caching and
+ * resumption, not model quality. Scale `model`, `steps` and the data up for real runs.
  * @module
  */
-import { crawl, pipeline } from "../mod.ts";
+import { crawl, dedupe, pipeline, ppo, pretrain, qualityFilter, rewardModel, sft, tokenize } from "../mod.ts";
 
-const data = new URL("./data/", import.meta.url).pathname;
+const data = (name: string) => new URL(`./data/${name}`, import.meta.url).pathname;
+const model = { layers: 1, dim: 32, heads: 2, context: 48 };
+// The CPU backend keeps the demo's time predictable on machines without a GPU (a software WebGPU
+// adapter compiles each shader for seconds); use "auto" to train on a GPU.
+const backend = "cpu";
 
 await pipeline("demo", { workdir: ".kiln" })
-  .pipe(crawl({ warc: [`${data}*.warc.gz`] }))
+  .pipe(crawl({ warc: [data("*.warc.gz")] }))
+  .pipe(dedupe({}))
+  .pipe(qualityFilter({ gopherRepetition: false }))
+  .pipe(tokenize({ bpe: { vocabSize: 400 }, valFraction: 0.2 }))
+  .pipe(
+    pretrain({
+      model,
+      steps: 30,
+      batch: 4,
+      seqLen: 32,
+      warmup: 5,
+      logEvery: 5,
+      checkpointEvery: 10,
+      backend,
+    }),
+  )
+  .pipe(sft({ data: data("sft.jsonl"), epochs: 1, batch: 8, lr: 1e-2, warmup: 2, logEvery: 5, backend }))
+  .pipe(rewardModel({ data: data("comparisons.jsonl"), epochs: 1, batch: 8, lr: 1e-2, warmup: 2, backend }))
+  .pipe(
+    ppo({
+      prompts: data("prompts.jsonl"),
+      iterations: 2,
+      batch: 8,
+      minibatch: 4,
+      epochs: 1,
+      maxResponse: 8,
+      backend,
+    }),
+  )
   .run();

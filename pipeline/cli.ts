@@ -10,6 +10,8 @@
  *   gc       remove artifacts and checkpoints no current key points to
  *   report   write an HTML report: stats, loss curves, filter funnel (--out FILE)
  *   stages   list the built-in stages
+ *   sample   generate from a model directory (`kiln sample <dir> --prompt …`)
+ *   score    score (prompt, response) pairs with a reward model (`kiln score <dir> …`)
  * flags: --from ID  --until ID  --only ID[,ID]  --force[=ID,ID]  --workdir DIR  --workers N
  *        --wait  --json  --quiet  --progress-interval S  --out FILE  --help
  * ```
@@ -25,6 +27,12 @@ import { loadPipelineYaml } from "./yaml.ts";
 import { BUILTIN_STAGES, builtinStage } from "../stages/registry.ts";
 
 const COMMANDS = ["run", "status", "plan", "gc", "report", "stages"] as const;
+
+/** Commands that work on a model or reward-model directory rather than on a pipeline. */
+const TOOLS: Record<string, () => Promise<(args: string[]) => Promise<unknown>>> = {
+  sample: async () => (await import("../model/sample_cli.ts")).sampleCommand,
+  score: async () => (await import("../stages/reward_model/score.ts")).scoreCommand,
+};
 type Command = typeof COMMANDS[number];
 
 const USAGE = `usage: <pipeline.ts> [command] [flags]      (a pipeline file is its own CLI)
@@ -38,6 +46,8 @@ commands:
   gc        remove artifacts and checkpoints that no current key points to
   report    write an HTML report with each stage's stats and plots (--out FILE)
   stages    list the built-in stages
+  sample    kiln sample <model-dir> --prompt …   generate text from a checkpoint (--help)
+  score     kiln score <reward-model-dir> --prompt … --response …   score responses (--help)
 
 flags:
   --from ID            run this stage and the ones after it
@@ -54,6 +64,14 @@ flags:
 
 /** Runs the CLI; returns the process exit code. */
 export async function main(args: string[], opts: { pipeline?: Pipeline<Kind | null> } = {}): Promise<number> {
+  if (!opts.pipeline && args[0] in TOOLS) {
+    try {
+      await (await TOOLS[args[0]]())(args.slice(1));
+      return 0;
+    } catch (e) {
+      return report(e);
+    }
+  }
   let parsed;
   try {
     parsed = parseArgs({

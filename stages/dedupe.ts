@@ -26,7 +26,8 @@ import { openArtifact } from "../pipeline/artifact.ts";
 import { ConfigError } from "../pipeline/errors.ts";
 import { fingerprintFiles } from "../pipeline/files.ts";
 import { defineStage } from "../pipeline/stage.ts";
-import { inputShards, outputNames, reportBadLines } from "./filters/io.ts";
+import { documentShards } from "./documents.ts";
+import { outputNames, reportBadLines } from "./filters/io.ts";
 import { readPairs, type Run, UnionFind } from "./dedupe/buckets.ts";
 import type { MinHashParams } from "./dedupe/minhash.ts";
 import { bandLayout, effectiveThreshold } from "./dedupe/params.ts";
@@ -121,7 +122,7 @@ export const dedupe = defineStage({
     }
 
     // 1. Signatures, per shard.
-    const inputs = inputShards(ctx.input);
+    const inputs = documentShards(ctx.input);
     const outputs = outputNames(inputs);
     const shardFiles = inputs.map((_, i) => `signatures/${String(i).padStart(5, "0")}`);
     const signatures = await ctx.runShards<SignatureArgs, SignatureResult>(

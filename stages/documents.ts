@@ -16,6 +16,7 @@
  * @module
  */
 import { decompress as zstdDecompress } from "fzstd";
+import type { Artifact } from "../pipeline/artifact.ts";
 import type { PendingFile } from "../pipeline/workspace.ts";
 
 /** One document. `meta` carries whatever earlier stages recorded (language, scores, source offset…). */
@@ -24,6 +25,17 @@ export interface Document {
   text: string;
   url?: string;
   meta?: Record<string, unknown>;
+}
+
+/**
+ * Stages that drop documents write them aside under this folder of their output (`excluded/<why>/…`)
+ * for inspection. They are document shards, but not the artifact's documents.
+ */
+export const EXCLUDED_DIR = "excluded/";
+
+/** The document shards of an artifact (sorted), without the exclusion shards. */
+export function documentShards(artifact: Artifact): string[] {
+  return artifact.files().filter((f) => isDocumentShard(f) && !f.startsWith(EXCLUDED_DIR));
 }
 
 /** Whether a file name is a document shard. */

@@ -21,9 +21,9 @@ import { z } from "zod";
 import { ConfigError } from "../pipeline/errors.ts";
 import { expandFiles, fingerprintFiles } from "../pipeline/files.ts";
 import { defineStage, type StageContext } from "../pipeline/stage.ts";
-import { isDocumentShard, readDocuments } from "./documents.ts";
+import { documentShards, isDocumentShard, readDocuments } from "./documents.ts";
 import { type ClassifierModel, QualityClassifier, rng, trainClassifier } from "./filters/classifier.ts";
-import { inputShards, outputNames, reportBadLines } from "./filters/io.ts";
+import { outputNames, reportBadLines } from "./filters/io.ts";
 import type { ChainOptions } from "./filters/mod.ts";
 import type { FilterCounts, FilterShardArgs, FilterShardResult } from "./filters/shard.ts";
 
@@ -182,7 +182,7 @@ export const qualityFilter = defineStage({
     return files.length ? await fingerprintFiles(files) : null;
   },
   async run(ctx) {
-    const inputs = inputShards(ctx.input);
+    const inputs = documentShards(ctx.input);
     const outputs = outputNames(inputs);
     const classifierPath = ctx.config.classifier ? await prepareClassifier(ctx, inputs) : undefined;
     const chain = chainOptions(ctx.config, classifierPath);

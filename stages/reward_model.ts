@@ -107,8 +107,8 @@ interface EncodedComparison {
 
 async function run(ctx: StageContext<RewardModelConfig, "model">) {
   const cfg = ctx.config;
-  const { tokenizer } = await modelTokenizer("rewardModel", cfg.tokenizer, [cfg.init, ctx.input.dir]);
-  const initial = await startingModel("rewardModel", cfg.init, ctx.input, tokenizer);
+  const { tokenizer } = await modelTokenizer("reward-model", cfg.tokenizer, [cfg.init, ctx.input.dir]);
+  const initial = await startingModel("reward-model", cfg.init, ctx.input, tokenizer);
   const { config, layout } = initial;
   let template: ChatTemplate;
   try {
@@ -116,11 +116,11 @@ async function run(ctx: StageContext<RewardModelConfig, "model">) {
       ? new ChatTemplate(tokenizer, cfg.template)
       : await loadChatTemplate(cfg.init ?? ctx.input.dir, tokenizer);
   } catch (e) {
-    throw new ConfigError("rewardModel", ["template"], (e as Error).message);
+    throw new ConfigError("reward-model", ["template"], (e as Error).message);
   }
   const T = cfg.seqLen ?? config.context;
   if (T > config.context) {
-    throw new ConfigError("rewardModel", ["seqLen"], `${T} exceeds the model's context ${config.context}`);
+    throw new ConfigError("reward-model", ["seqLen"], `${T} exceeds the model's context ${config.context}`);
   }
 
   const { comparisons, skipped } = await readComparisons(cfg.data, { onBadRow: cfg.onBadRow });
@@ -158,7 +158,7 @@ async function run(ctx: StageContext<RewardModelConfig, "model">) {
     ctx.stats.set("skipped.tooLong", trainSet.tooLong + valSet.tooLong);
     ctx.log(`skipped ${trainSet.tooLong + valSet.tooLong} comparisons with a response past ${T} tokens`);
   }
-  if (trainSet.kept.length === 0) throw new KilnError(`stage "rewardModel": no comparison fits ${T} tokens`);
+  if (trainSet.kept.length === 0) throw new KilnError(`stage "reward-model": no comparison fits ${T} tokens`);
   const pairCount = (list: EncodedComparison[]) => list.reduce((n, c) => n + c.pairs.length, 0);
   ctx.stats.set("prompts", trainSet.kept.length);
   ctx.stats.set("pairs", pairCount(trainSet.kept));
@@ -294,7 +294,7 @@ async function run(ctx: StageContext<RewardModelConfig, "model">) {
         await checkpoint();
         if (ctx.signal.aborted) {
           throw new InterruptedError(
-            `stage "rewardModel": interrupted at step ${step}; checkpointed, run again to resume`,
+            `stage "reward-model": interrupted at step ${step}; checkpointed, run again to resume`,
           );
         }
       }
@@ -327,7 +327,7 @@ async function run(ctx: StageContext<RewardModelConfig, "model">) {
 
 /** Trains a reward model on comparisons; see the module doc. */
 export const rewardModel = defineStage({
-  name: "rewardModel",
+  name: "reward-model",
   version: 1,
   module: import.meta.url,
   input: "model",

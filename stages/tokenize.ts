@@ -32,7 +32,7 @@ import { z } from "zod";
 import { defineStage, type StageContext } from "../pipeline/stage.ts";
 import type { ShardEnv, ShardWorker } from "../pipeline/pool.ts";
 import { ConfigError, InterruptedError } from "../pipeline/errors.ts";
-import { isDocumentShard, readDocuments } from "./documents.ts";
+import { documentShards, readDocuments } from "./documents.ts";
 import { DEFAULT_SPECIAL_TOKENS, END_OF_TEXT, Tokenizer } from "../tokenizer/tokenizer.ts";
 import { loadTokenizer } from "../tokenizer/load.ts";
 import { PieceCounter, trainBpe } from "../tokenizer/train.ts";
@@ -211,7 +211,7 @@ export const tokenize = defineStage({
         `must include ${END_OF_TEXT} (it separates documents)`,
       );
     }
-    const shards = ctx.input.files().filter(isDocumentShard).sort();
+    const shards = documentShards(ctx.input);
 
     // The tokenizer: trained once (kept in the checkpoint across a crash) or loaded.
     let tok: Tokenizer;

@@ -57,11 +57,15 @@ Deno.test({
     const reference = await Deno.makeTempDir({ prefix: "kiln-kill-ref-" });
     const workdir = await Deno.makeTempDir({ prefix: "kiln-kill-" });
     try {
+      const started = performance.now();
       const clean = await spawn(reference).output();
+      const duration = performance.now() - started;
       assert.equal(clean.code, 0, new TextDecoder().decode(clean.stderr));
-      // Kill at growing delays so the kills land in different steps (signatures, pairs, filter).
+      // Each attempt is killed 40% of a clean run's time after it starts (checkpoints carry the work
+      // forward), so kills land in different steps (signatures, pairs, filter) on a fast or a loaded
+      // machine alike, and at least two land before the work is done.
       let kills = 0;
-      for (const delay of [2500, 3500, 4500, 5500]) {
+      for (const delay of [0.4, 0.4, 0.4, 0.4].map((f) => f * duration)) {
         const child = spawn(workdir);
         const timer = setTimeout(() => child.kill("SIGKILL"), delay);
         const { code } = await child.output();

@@ -60,7 +60,7 @@ Deno.test("sft → rewardModel: artifacts, metrics, reward stats, and the score 
     assert.equal(s.stats.examples, 38);
     assert.equal(s.stats.valExamples, 2);
 
-    const rm = result.artifacts["rewardModel"];
+    const rm = result.artifacts["reward-model"];
     assert.deepEqual(rm.files(), [
       "chat_template.json",
       "config.json",
@@ -121,13 +121,13 @@ async function listRecursive(dir: string): Promise<string[]> {
 /** Metrics without timings. */
 const strip = (text: string) => jsonl(text).map(({ msPerStep: _, ...rest }) => rest);
 
-for (const stage of ["sft", "rewardModel"] as const) {
+for (const stage of ["sft", "reward-model"] as const) {
   Deno.test(`${stage}: killed with SIGKILL after a checkpoint, a rerun resumes to the same metrics and weights`, async () => {
     const dir = await Deno.makeTempDir();
     try {
       const data = await writeData(dir);
       const sftConfig = { ...SFT, data: data.sft, epochs: stage === "sft" ? 6 : 1 };
-      const rmConfig = { ...RM, data: data.comparisons, epochs: stage === "rewardModel" ? 6 : 1 };
+      const rmConfig = { ...RM, data: data.comparisons, epochs: stage === "reward-model" ? 6 : 1 };
       const reference = await tinyPipeline(join(dir, "a"), sftConfig, rmConfig).execute({
         command: "run",
         quiet: true,

@@ -2,20 +2,7 @@
  * What the data-cleaning stages share about their input and output shards.
  * @module
  */
-import type { Artifact } from "../../pipeline/artifact.ts";
 import type { StageContext } from "../../pipeline/stage.ts";
-import { isDocumentShard } from "../documents.ts";
-
-/**
- * Dropped documents are written under this folder of the output artifact (`excluded/<filter>/…`).
- * They are document shards too, but not the artifact's documents: stages reading `documents` skip them.
- */
-export const EXCLUDED_DIR = "excluded/";
-
-/** The document shards of an artifact, without the exclusion shards. */
-export function inputShards(artifact: Artifact): string[] {
-  return artifact.files().filter((f) => isDocumentShard(f) && !f.startsWith(EXCLUDED_DIR));
-}
 
 /** The output name of an input shard: the same path, always gzip-compressed JSONL. */
 export function outputName(file: string): string {

@@ -43,7 +43,7 @@ Deno.test({
         },
         { layers: 2, dim: 32, heads: 4 },
       ).execute({ command: "run", quiet: true });
-      const s = result.artifacts["sft"].stats, r = result.artifacts["rewardModel"].stats;
+      const s = result.artifacts["sft"].stats, r = result.artifacts["reward-model"].stats;
       console.log(
         `SFT pass rate on 18 held-out prompts: ${s.passRateBefore} → ${s.passRate}; ` +
           `RM held-out pairwise accuracy (54 pairs): ${r.valAccuracyBefore} → ${r.valAccuracy}`,
