@@ -295,3 +295,9 @@ Deno.test("the report plots metrics.jsonl and a filter funnel as inline SVG", as
   assert.equal(html.match(/<rect /g)?.length, 2);
   assert.match(html, /<th>final_loss<\/th><td>1<\/td>/);
 });
+
+Deno.test("the CI example YAML names built-in stages that load and connect", async () => {
+  const file = new URL("../examples/ci/pipeline.yaml", import.meta.url).pathname;
+  const p = await loadPipelineYaml(file, builtinStage);
+  assert.deepEqual(p.stages.map((s) => s.id), ["crawl", "dedupe", "quality-filter"]);
+});
