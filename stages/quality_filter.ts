@@ -224,6 +224,14 @@ export const qualityFilter = defineStage({
     ctx.stats.set("documents_out", sum((r) => r.kept));
     ctx.stats.set("characters_out", sum((r) => r.keptCharacters));
     ctx.stats.set("filters", filters);
+    // The run report draws this as the filter funnel: documents left after each filter, in chain order.
+    ctx.stats.set("funnel", [
+      { name: "input", documents: sum((r) => r.documents) },
+      ...Object.entries(filters).map(([name, c]) => ({
+        name,
+        documents: c.documents_in - c.dropped_documents,
+      })),
+    ]);
     ctx.log(
       `${sum((r) => r.documents)} documents in, ${sum((r) => r.kept)} kept; dropped ${
         Object.entries(filters).map(([n, c]) => `${c.dropped_documents} by ${n}`).join(", ")
