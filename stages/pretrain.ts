@@ -21,6 +21,7 @@
  * @module
  */
 import { z } from "zod";
+import { backendOption, optimizerOptions, positiveInt } from "../model/train_options.ts";
 import { basename } from "node:path";
 import { defineStage } from "../pipeline/stage.ts";
 import { DataError, InterruptedError, KilnError } from "../pipeline/errors.ts";
@@ -42,8 +43,6 @@ import { Rng } from "../model/rng.ts";
 import { Trainer } from "../model/train.ts";
 import { generate } from "../model/generate.ts";
 
-const positiveInt = z.number().int().min(1);
-
 const schema = z.object({
   /** Architecture of a new model; `vocab` defaults to the tokenizer's vocabulary size. */
   model: z.object({
@@ -63,22 +62,7 @@ const schema = z.object({
   seqLen: positiveInt.optional(),
   /** Micro-batches per optimizer step (the effective batch is batch × gradAccum sequences). */
   gradAccum: positiveInt.default(1),
-  /** Peak learning rate. */
-  lr: z.number().positive().default(6e-4),
-  /** Final learning rate of the cosine decay (default lr / 10). */
-  minLr: z.number().min(0).optional(),
-  /** Linear warmup steps. */
-  warmup: z.number().int().min(0).default(100),
-  weightDecay: z.number().min(0).default(0.1),
-  beta1: z.number().min(0).max(1).default(0.9),
-  beta2: z.number().min(0).max(1).default(0.95),
-  eps: z.number().positive().default(1e-8),
-  /** Clip the global gradient norm to this (0 turns clipping off). */
-  clip: z.number().min(0).default(1),
-  /** Seeds the initialisation, the data order and the samples. */
-  seed: z.number().int().min(0).default(1337),
-  /** Read loss and gradient norm back every this many steps (reading back stalls a GPU). */
-  logEvery: positiveInt.default(10),
+  ...optimizerOptions({ lr: 6e-4, warmup: 100, weightDecay: 0.1 }),
   /** Validation loss on the first `batches` batches of the `val-*.bin` shards every `every` steps (0: never). */
   eval: z.object({
     every: z.number().int().min(0).default(250),
@@ -94,8 +78,7 @@ const schema = z.object({
   }).strict().default({ every: 500, tokens: 64, prompt: "", temperature: 1, topK: 40 }),
   /** Save a resumable checkpoint every this many steps. */
   checkpointEvery: positiveInt.default(250),
-  /** Compute backend: `auto` uses WebGPU when an adapter is available, else the CPU. */
-  backend: z.enum(["auto", "cpu", "webgpu"]).default("auto"),
+  backend: backendOption,
 }).strict();
 
 /** The config of {@linkcode pretrain}. */

@@ -25,6 +25,7 @@
  * @module
  */
 import { z } from "zod";
+import { backendOption, optimizerOptions, positiveInt } from "../model/train_options.ts";
 import { defineStage, type StageContext } from "../pipeline/stage.ts";
 import { ConfigError, InterruptedError, KilnError } from "../pipeline/errors.ts";
 import { fingerprintFiles } from "../pipeline/files.ts";
@@ -38,8 +39,6 @@ import { type Comparison, readComparisons } from "./reward_model/data.ts";
 import { batchPairwiseLoss } from "./reward_model/loss.ts";
 import { packSequences, RewardNetwork } from "./reward_model/network.ts";
 import { REWARD_STATS_FILE, type RewardStats, serializeRewardModel } from "./reward_model/score.ts";
-
-const positiveInt = z.number().int().min(1);
 
 const schema = z.object({
   /** The comparisons (JSONL, see `reward_model/data.ts`). */
@@ -68,19 +67,10 @@ const schema = z.object({
   seqLen: positiveInt.optional(),
   /** Margin m in −log σ(r_w − r_l − m). */
   margin: z.number().min(0).default(0),
-  lr: z.number().positive().default(1e-5),
-  minLr: z.number().min(0).optional(),
-  warmup: z.number().int().min(0).default(10),
-  weightDecay: z.number().min(0).default(0),
-  beta1: z.number().min(0).max(1).default(0.9),
-  beta2: z.number().min(0).max(1).default(0.95),
-  eps: z.number().positive().default(1e-8),
-  clip: z.number().min(0).default(1),
-  seed: z.number().int().min(0).default(1337),
-  logEvery: positiveInt.default(10),
+  ...optimizerOptions({ lr: 1e-5, warmup: 10, weightDecay: 0 }),
   eval: z.object({ every: z.number().int().min(0).default(0) }).strict().default({ every: 0 }),
   checkpointEvery: positiveInt.default(100),
-  backend: z.enum(["auto", "cpu", "webgpu"]).default("auto"),
+  backend: backendOption,
 }).strict();
 
 /** The config of {@linkcode rewardModel}. */

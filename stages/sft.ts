@@ -35,6 +35,7 @@
  * @module
  */
 import { z } from "zod";
+import { backendOption, optimizerOptions, positiveInt } from "../model/train_options.ts";
 import type { Artifact } from "../pipeline/artifact.ts";
 import { defineStage, type StageContext } from "../pipeline/stage.ts";
 import { ConfigError, InterruptedError, KilnError } from "../pipeline/errors.ts";
@@ -58,8 +59,6 @@ import { readSftData, type SftExample, type Turn } from "./sft/data.ts";
 import { CHAT_TEMPLATE_FILE, ChatTemplate } from "./sft/template.ts";
 import { batchRows, type Encoded, packRows, type Row } from "./sft/packing.ts";
 import { checkResponse } from "./sft/task.ts";
-
-const positiveInt = z.number().int().min(1);
 
 const markers = z.object({
   system: z.string().optional(),
@@ -92,17 +91,7 @@ const schema = z.object({
   /** Pack several conversations per row (false: one per row, starting at position 0). */
   packing: z.boolean().default(true),
   gradAccum: positiveInt.default(1),
-  lr: z.number().positive().default(1e-4),
-  /** Final learning rate of the cosine decay (default lr / 10). */
-  minLr: z.number().min(0).optional(),
-  warmup: z.number().int().min(0).default(10),
-  weightDecay: z.number().min(0).default(0),
-  beta1: z.number().min(0).max(1).default(0.9),
-  beta2: z.number().min(0).max(1).default(0.95),
-  eps: z.number().positive().default(1e-8),
-  clip: z.number().min(0).default(1),
-  seed: z.number().int().min(0).default(1337),
-  logEvery: positiveInt.default(10),
+  ...optimizerOptions({ lr: 1e-4, warmup: 10, weightDecay: 0 }),
   /** Validation loss every `every` steps (0: at the end only). */
   eval: z.object({ every: z.number().int().min(0).default(0) }).strict().default({ every: 0 }),
   /** Answers to held-out prompts (greedy unless `temperature` > 0), before, every `every` steps, and at the end. */
@@ -113,7 +102,7 @@ const schema = z.object({
     temperature: z.number().min(0).default(0),
   }).strict().default({ count: 16, every: 0, maxTokens: 64, temperature: 0 }),
   checkpointEvery: positiveInt.default(100),
-  backend: z.enum(["auto", "cpu", "webgpu"]).default("auto"),
+  backend: backendOption,
 }).strict();
 
 /** The config of {@linkcode sft}. */

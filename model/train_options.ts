@@ -1,0 +1,43 @@
+/**
+ * The optimizer, schedule and backend settings every training stage shares (pretrain, SFT, reward
+ * model), as zod fields to spread into a stage's config schema, so their names, ranges and meaning are
+ * one thing. Each stage picks its own defaults for what differs between pretraining and fine-tuning.
+ *
+ * @example
+ * ```ts
+ * import { z } from "zod";
+ * import { backendOption, optimizerOptions } from "./train_options.ts";
+ * const schema = z.object({ ...optimizerOptions({ lr: 1e-4, warmup: 10, weightDecay: 0 }), backend: backendOption });
+ * schema.parse({}).lr; // 1e-4
+ * ```
+ * @module
+ */
+import { z } from "zod";
+
+/** A whole number ≥ 1. */
+export const positiveInt = z.number().int().min(1);
+
+/** AdamW with linear warmup and cosine decay, gradient clipping, seeding and the read-back cadence. */
+export function optimizerOptions(defaults: { lr: number; warmup: number; weightDecay: number }) {
+  return {
+    /** Peak learning rate. */
+    lr: z.number().positive().default(defaults.lr),
+    /** Final learning rate of the cosine decay (default lr / 10). */
+    minLr: z.number().min(0).optional(),
+    /** Linear warmup steps. */
+    warmup: z.number().int().min(0).default(defaults.warmup),
+    weightDecay: z.number().min(0).default(defaults.weightDecay),
+    beta1: z.number().min(0).max(1).default(0.9),
+    beta2: z.number().min(0).max(1).default(0.95),
+    eps: z.number().positive().default(1e-8),
+    /** Clip the global gradient norm to this (0 turns clipping off). */
+    clip: z.number().min(0).default(1),
+    /** Seeds the initialisation, the data order and the samples. */
+    seed: z.number().int().min(0).default(1337),
+    /** Read loss and gradient norm back every this many steps (reading back stalls a GPU). */
+    logEvery: positiveInt.default(10),
+  };
+}
+
+/** Compute backend: `auto` uses WebGPU when an adapter is available, else the CPU. */
+export const backendOption = z.enum(["auto", "cpu", "webgpu"]).default("auto");
