@@ -30,6 +30,7 @@ import { documentShards } from "./documents.ts";
 import { outputNames, reportBadLines } from "./filters/io.ts";
 import { readPairs, type Run, UnionFind } from "./dedupe/buckets.ts";
 import type { MinHashParams } from "./dedupe/minhash.ts";
+import { webGpuUnavailable } from "./dedupe/minhash_gpu.ts";
 import { bandLayout, effectiveThreshold } from "./dedupe/params.ts";
 import {
   type Dropped,
@@ -52,6 +53,12 @@ const minhashSchema = z.object({
   bands: z.number().int().min(1).optional(),
   rows: z.number().int().min(1).optional(),
   seed: z.number().int().default(1),
+  /**
+   * Apply the hash functions on a WebGPU device (one dispatch per batch of documents). The
+   * signatures, and so the output, are bit-identical to the CPU's; without an adapter (or with
+   * `KILN_BACKEND=cpu`) the stage says so in one line and uses the CPU.
+   */
+  gpu: z.boolean().default(false),
 });
 
 const schema = z.object({
@@ -121,7 +128,15 @@ export const dedupe = defineStage({
       });
     }
 
-    // 1. Signatures, per shard.
+    // 1. Signatures, per shard (optionally on the GPU: same signatures, so the same output).
+    let gpu = ctx.config.minhash !== false && ctx.config.minhash.gpu && params !== null;
+    if (gpu) {
+      const why = await webGpuUnavailable();
+      if (why) {
+        ctx.log(`minhash.gpu: ${why}; computing signatures on the CPU`);
+        gpu = false;
+      }
+    }
     const inputs = documentShards(ctx.input);
     const outputs = outputNames(inputs);
     const shardFiles = inputs.map((_, i) => `signatures/${String(i).padStart(5, "0")}`);
@@ -135,10 +150,13 @@ export const dedupe = defineStage({
           idsFile: `${shardFiles[i]}.ids.json`,
           minhash: params,
           exact,
+          gpu,
         },
       })),
     );
     reportBadLines(ctx, inputs, signatures);
+    const fallback = signatures.find((s) => s.gpuFallback)?.gpuFallback;
+    if (fallback) ctx.log(`minhash.gpu: ${fallback}; some shards' signatures were computed on the CPU`);
     const index: SignatureIndex = {
       format: "kiln-dedupe-signatures/1",
       minhash: params,

@@ -36,6 +36,7 @@ import { Rng } from "../model/rng.ts";
 import { modelTokenizer, startingModel } from "./sft.ts";
 import { CHAT_TEMPLATE_FILE, ChatTemplate, loadChatTemplate } from "./sft/template.ts";
 import { type Comparison, readComparisons } from "./reward_model/data.ts";
+import { holdOut } from "./sft/jsonl.ts";
 import { batchPairwiseLoss } from "./reward_model/loss.ts";
 import { packSequences, RewardNetwork } from "./reward_model/network.ts";
 import { REWARD_STATS_FILE, type RewardStats, serializeRewardModel } from "./reward_model/score.ts";
@@ -114,25 +115,13 @@ async function run(ctx: StageContext<RewardModelConfig, "model">) {
   }
 
   const { comparisons, skipped } = await readComparisons(cfg.data, { onBadRow: cfg.onBadRow });
-  let train = comparisons, val: Comparison[] = [];
+  let { train, val } = holdOut(comparisons, cfg.val.data ? 0 : cfg.val.fraction, cfg.seed);
   if (cfg.val.data) {
     const read = await readComparisons(cfg.val.data, { onBadRow: cfg.onBadRow });
     val = read.comparisons;
-    for (const [k, n] of Object.entries(read.skipped.counts)) {
-      skipped.counts[k] = (skipped.counts[k] ?? 0) + n;
-    }
-  } else if (cfg.val.fraction > 0 && comparisons.length > 1) {
-    const order = new Rng(cfg.seed ^ 0x7a1).shuffle(
-      Uint32Array.from({ length: comparisons.length }, (_, i) => i),
-    );
-    const held = new Set(order.subarray(0, Math.max(1, Math.round(comparisons.length * cfg.val.fraction))));
-    val = comparisons.filter((_, i) => held.has(i));
-    train = comparisons.filter((_, i) => !held.has(i));
+    skipped.merge(read.skipped);
   }
-  for (const [reason, count] of Object.entries(skipped.counts)) {
-    ctx.stats.set(`skipped.${reason}`, count);
-    ctx.log(`skipped ${count} rows (${reason}), e.g. ${skipped.examples[reason]}`);
-  }
+  skipped.report(ctx);
   const encode = (list: Comparison[]) => {
     const kept: EncodedComparison[] = [];
     let tooLong = 0;

@@ -59,6 +59,7 @@ import { readSftData, type SftExample, type Turn } from "./sft/data.ts";
 import { CHAT_TEMPLATE_FILE, ChatTemplate } from "./sft/template.ts";
 import { batchRows, type Encoded, packRows, type Row } from "./sft/packing.ts";
 import { checkResponse } from "./sft/task.ts";
+import { holdOut } from "./sft/jsonl.ts";
 
 const markers = z.object({
   system: z.string().optional(),
@@ -256,26 +257,13 @@ async function run(ctx: StageContext<SftConfig, "model">) {
 
   // Data: read, split, encode; conversations longer than a row are skipped and counted.
   const { examples, skipped } = await readSftData(cfg.data, { onBadRow: cfg.onBadRow });
-  let train = examples, val: SftExample[] = [];
+  let { train, val } = holdOut(examples, cfg.val.data ? 0 : cfg.val.fraction, cfg.seed);
   if (cfg.val.data) {
     const read = await readSftData(cfg.val.data, { onBadRow: cfg.onBadRow });
     val = read.examples;
-    for (const [k, n] of Object.entries(read.skipped.counts)) {
-      skipped.counts[k] = (skipped.counts[k] ?? 0) + n;
-    }
-  } else if (cfg.val.fraction > 0 && examples.length > 1) {
-    const order = new Rng(cfg.seed ^ 0x7a1).shuffle(
-      Uint32Array.from({ length: examples.length }, (_, i) => i),
-    );
-    const nVal = Math.max(1, Math.round(examples.length * cfg.val.fraction));
-    const held = new Set(order.subarray(0, nVal));
-    val = examples.filter((_, i) => held.has(i));
-    train = examples.filter((_, i) => !held.has(i));
+    skipped.merge(read.skipped);
   }
-  for (const [reason, count] of Object.entries(skipped.counts)) {
-    ctx.stats.set(`skipped.${reason}`, count);
-    ctx.log(`skipped ${count} rows (${reason}), e.g. ${skipped.examples[reason]}`);
-  }
+  skipped.report(ctx);
   const encode = (list: SftExample[]) => {
     const kept: Encoded[] = [];
     let tooLong = 0;

@@ -85,6 +85,11 @@ export class MinHasher {
     }
   }
 
+  /** The per-hash-function seeds (`bands × rows` of them); the GPU kernel applies the same ones. */
+  get seeds(): Uint32Array {
+    return this.#seeds.slice();
+  }
+
   /** The 32-bit hashes of the text's word shingles (normalised text; one shingle if it is short). */
   shingles(text: string): Uint32Array {
     const words = normalizeText(text).split(" ");

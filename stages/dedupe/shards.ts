@@ -8,6 +8,7 @@ import type { ShardEnv } from "../../pipeline/pool.ts";
 import { type Document, DocumentWriter, readDocuments } from "../documents.ts";
 import { bandFile, mergeBand, type Run } from "./buckets.ts";
 import { bandKeys, exactKey, MinHasher, type MinHashParams } from "./minhash.ts";
+import { BATCH_DOCS, BATCH_SHINGLES, GpuMinHasher } from "./minhash_gpu.ts";
 
 /** At most this many malformed lines per shard are listed by line (all are counted). */
 export const MAX_LISTED_BAD_LINES = 100;
@@ -28,6 +29,8 @@ export interface SignatureArgs {
   idsFile: string;
   minhash: MinHashParams | null;
   exact: boolean;
+  /** Apply the MinHash functions on a WebGPU device (same signatures as the CPU's, bit for bit). */
+  gpu?: boolean;
 }
 
 /** What {@linkcode signatureShard} returns. */
@@ -36,6 +39,18 @@ export interface SignatureResult {
   bytes: number;
   badLines: BadLine[];
   badLineCount: number;
+  /** Why the signatures were computed on the CPU although `gpu` was asked for. */
+  gpuFallback?: string;
+}
+
+/** One GPU hasher per worker isolate and MinHash setting, made on first use. */
+const gpuHashers = new Map<string, Promise<GpuMinHasher | string>>();
+
+function gpuHasher(hasher: MinHasher): Promise<GpuMinHasher | string> {
+  const key = JSON.stringify(hasher.params);
+  let found = gpuHashers.get(key);
+  if (!found) gpuHashers.set(key, found = GpuMinHasher.create(hasher));
+  return found;
 }
 
 /**
@@ -44,6 +59,13 @@ export interface SignatureResult {
  */
 export async function signatureShard(args: SignatureArgs, env: ShardEnv): Promise<SignatureResult> {
   const hasher = args.minhash ? new MinHasher(args.minhash) : undefined;
+  let gpuFallback: string | undefined;
+  let gpu: GpuMinHasher | undefined;
+  if (hasher && args.gpu) {
+    const made = await gpuHasher(hasher);
+    if (typeof made === "string") gpuFallback = made;
+    else gpu = made;
+  }
   const minhashBands = args.minhash?.bands ?? 0;
   const bands = minhashBands + (args.exact ? 1 : 0);
   const ids: string[] = [];
@@ -52,6 +74,21 @@ export async function signatureShard(args: SignatureArgs, env: ShardEnv): Promis
   let keys = new Uint32Array(1024 * bands * 2);
   let bytes = 0;
   const encoder = new TextEncoder();
+  // GPU batches: documents' shingle hashes (computed here), signed many at a time.
+  let pending: Uint32Array[] = [];
+  let pendingFrom = 0;
+  let pendingShingles = 0;
+  const flush = async () => {
+    if (!pending.length) return;
+    const sigs = await gpu!.signatures(pending);
+    const H = gpu!.hashes;
+    for (let d = 0; d < pending.length; d++) {
+      const sig = sigs.subarray(d * H, (d + 1) * H);
+      keys.set(bandKeys(sig, minhashBands, args.minhash!.rows), (pendingFrom + d) * bands * 2);
+    }
+    pending = [];
+    pendingShingles = 0;
+  };
   for await (
     const { doc } of readDocuments(args.path, {
       onBadLine: (line, reason) => {
@@ -67,14 +104,23 @@ export async function signatureShard(args: SignatureArgs, env: ShardEnv): Promis
       keys = grown;
     }
     const at = i * bands * 2;
-    if (hasher) keys.set(bandKeys(hasher.signature(doc.text), minhashBands, args.minhash!.rows), at);
+    if (gpu) {
+      if (!pending.length) pendingFrom = i;
+      const shingles = hasher!.shingles(doc.text);
+      pending.push(shingles);
+      pendingShingles += shingles.length;
+    } else if (hasher) {
+      keys.set(bandKeys(hasher.signature(doc.text), minhashBands, args.minhash!.rows), at);
+    }
     if (args.exact) keys.set(exactKey(doc.text), at + minhashBands * 2);
     ids.push(doc.id);
     bytes += encoder.encode(doc.text).length;
+    if (pending.length >= BATCH_DOCS || pendingShingles >= BATCH_SHINGLES) await flush();
   }
+  await flush();
   await env.out.writeFile(args.bandsFile, bandFile(keys.subarray(0, ids.length * bands * 2), bands));
   await env.out.writeJson(args.idsFile, ids);
-  return { docs: ids.length, bytes, badLines, badLineCount };
+  return { docs: ids.length, bytes, badLines, badLineCount, ...(gpuFallback ? { gpuFallback } : {}) };
 }
 
 /** Arguments of {@linkcode pairsShard}. */

@@ -8,6 +8,8 @@
  * @module
  */
 import { DataError } from "../../pipeline/errors.ts";
+import type { Stats } from "../../pipeline/stage.ts";
+import { Rng } from "../../model/rng.ts";
 
 /** One non-blank line: its parsed object, or why it could not be read. */
 export type JsonlRow =
@@ -79,6 +81,33 @@ export class SkipTally {
   get total(): number {
     return Object.values(this.counts).reduce((a, b) => a + b, 0);
   }
+
+  /** Adds another tally's counts (and examples it has and this one lacks). */
+  merge(other: SkipTally): void {
+    for (const [reason, n] of Object.entries(other.counts)) {
+      this.counts[reason] = (this.counts[reason] ?? 0) + n;
+      this.examples[reason] ??= other.examples[reason];
+    }
+  }
+
+  /** Puts `skipped.<reason>` counts into a stage's stats and logs one example line per reason. */
+  report(ctx: { stats: Stats; log(message: string): void }): void {
+    for (const [reason, count] of Object.entries(this.counts)) {
+      ctx.stats.set(`skipped.${reason}`, count);
+      ctx.log(`skipped ${count} rows (${reason}), e.g. ${this.examples[reason]}`);
+    }
+  }
+}
+
+/**
+ * Holds out a seeded `fraction` of `items` (at least one, when the fraction is positive and there are
+ * two or more) for validation; the rest keep their order for training.
+ */
+export function holdOut<T>(items: T[], fraction: number, seed: number): { train: T[]; val: T[] } {
+  if (!(fraction > 0) || items.length < 2) return { train: items, val: [] };
+  const order = new Rng(seed ^ 0x7a1).shuffle(Uint32Array.from({ length: items.length }, (_, i) => i));
+  const held = new Set(order.subarray(0, Math.max(1, Math.round(items.length * fraction))));
+  return { train: items.filter((_, i) => !held.has(i)), val: items.filter((_, i) => held.has(i)) };
 }
 
 /** How a reader treats a malformed row: throw a {@linkcode DataError} naming it, or skip and count it. */
