@@ -117,8 +117,25 @@ export function pageDocument(
   };
 }
 
-async function openWriter(env: ShardEnv, shard: string): Promise<DocumentWriter> {
-  return new DocumentWriter(await env.out.create(shard), shard.endsWith(".gz"));
+/**
+ * Writes one output shard: `fill` writes its documents and counts what it read into the tally. The
+ * shard file appears only when `fill` completes; on an error it is discarded.
+ */
+async function writeShard(
+  env: ShardEnv,
+  shard: string,
+  fill: (writer: DocumentWriter, tally: Tally) => Promise<void>,
+): Promise<ShardResult> {
+  const tally = new Tally();
+  const writer = new DocumentWriter(await env.out.create(shard), shard.endsWith(".gz"));
+  try {
+    await fill(writer, tally);
+    await writer.close();
+  } catch (e) {
+    await writer.abort();
+    throw e;
+  }
+  return tally.result();
 }
 
 /** Arguments of {@linkcode warcShard}. */
@@ -132,9 +149,7 @@ export interface WarcShardArgs {
 
 /** Extracts a document from every HTML/text `response`, `resource` and ARC record of one archive. */
 export async function warcShard(args: WarcShardArgs, env: ShardEnv): Promise<ShardResult> {
-  const tally = new Tally();
-  const writer = await openWriter(env, args.shard);
-  try {
+  return await writeShard(env, args.shard, async (writer, tally) => {
     const source = await openArchive(args.location);
     const records = readArchive(source, {
       maxRecordBytes: args.opts.maxBytes,
@@ -188,12 +203,7 @@ export async function warcShard(args: WarcShardArgs, env: ShardEnv): Promise<Sha
       await writer.write(doc);
       tally.add("documents");
     }
-    await writer.close();
-  } catch (e) {
-    await writer.abort();
-    throw e;
-  }
-  return tally.result();
+  });
 }
 
 /** Arguments of {@linkcode filesShard}. */
@@ -215,9 +225,7 @@ const TYPE_BY_EXTENSION: Record<string, string> = {
 
 /** Reads a group of local HTML, text and Markdown files, one document each. */
 export async function filesShard(args: FilesShardArgs, env: ShardEnv): Promise<ShardResult> {
-  const tally = new Tally();
-  const writer = await openWriter(env, args.shard);
-  try {
+  return await writeShard(env, args.shard, async (writer, tally) => {
     for (const path of args.paths) {
       tally.add("records");
       const type = TYPE_BY_EXTENSION[extname(path).toLowerCase()] ?? "application/octet-stream";
@@ -242,12 +250,7 @@ export async function filesShard(args: FilesShardArgs, env: ShardEnv): Promise<S
       await writer.write(doc);
       tally.add("documents");
     }
-    await writer.close();
-  } catch (e) {
-    await writer.abort();
-    throw e;
-  }
-  return tally.result();
+  });
 }
 
 /** Arguments of {@linkcode jsonlShard}. */
@@ -262,9 +265,7 @@ export interface JsonlShardArgs {
  * adding the language where it is missing. Bad lines become warnings naming the line.
  */
 export async function jsonlShard(args: JsonlShardArgs, env: ShardEnv): Promise<ShardResult> {
-  const tally = new Tally();
-  const writer = await openWriter(env, args.shard);
-  try {
+  return await writeShard(env, args.shard, async (writer, tally) => {
     const docs = readDocuments(args.path, {
       onBadLine: (line, why) => {
         tally.skip("bad-line");
@@ -286,10 +287,5 @@ export async function jsonlShard(args: JsonlShardArgs, env: ShardEnv): Promise<S
       await writer.write({ ...doc, meta });
       tally.add("documents");
     }
-    await writer.close();
-  } catch (e) {
-    await writer.abort();
-    throw e;
-  }
-  return tally.result();
+  });
 }
