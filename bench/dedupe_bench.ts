@@ -1,6 +1,8 @@
 /**
- * Dedupe benchmarks (a script: `deno run -A bench/dedupe_bench.ts [docs…]`):
+ * Dedupe benchmarks (a script: `deno run -A bench/dedupe_bench.ts [--gpu] [docs…]`):
  * - MinHash signatures (normalise, 5-word shingles, 112 hashes, 14 band keys) in MB/s on one core;
+ *   with `--gpu`, also with the hash functions applied on the WebGPU device (shingles still hashed
+ *   on the CPU), end to end and for the GPU part alone, checked equal to the CPU's;
  * - the whole dedupe stage (signatures → pairs → clusters → filter) in documents/s with 2 workers,
  *   and the process's peak resident memory, at three corpus sizes.
  * Corpus: Brown samples and SpamAssassin messages, cut into ~2 KB documents, repeated with one word
@@ -10,6 +12,7 @@
 import { pipeline } from "../pipeline/pipeline.ts";
 import { dedupe } from "../stages/dedupe.ts";
 import { bandKeys, MinHasher } from "../stages/dedupe/minhash.ts";
+import { BATCH_DOCS, GpuMinHasher } from "../stages/dedupe/minhash_gpu.ts";
 import { rng } from "../stages/filters/classifier.ts";
 import { brownDocuments, mailBody, spamAssassin } from "../tests/dedupe_fixtures.ts";
 import { z } from "zod";
@@ -78,8 +81,43 @@ const synthetic = defineStage({
   );
 }
 
+// 1b. Signatures with the hash functions on the GPU (--gpu).
+const args = Deno.args.filter((a) => a !== "--gpu");
+if (args.length !== Deno.args.length) {
+  const hasher = new MinHasher({ shingleWords: 5, bands: 14, rows: 8, seed: 1 });
+  const gpu = await GpuMinHasher.create(hasher);
+  if (typeof gpu === "string") console.log(`minhash signatures on the GPU: not run (${gpu})`);
+  else {
+    const texts = base.slice(0, 4000);
+    const bytes = texts.reduce((a, t) => a + new TextEncoder().encode(t).length, 0);
+    await gpu.signatures(texts.slice(0, 200).map((t) => hasher.shingles(t))); // warm up
+    let kernel = 0;
+    const start = performance.now();
+    const sigs: Uint32Array[] = [];
+    for (let i = 0; i < texts.length; i += BATCH_DOCS) {
+      const shingles = texts.slice(i, i + BATCH_DOCS).map((t) => hasher.shingles(t));
+      const k = performance.now();
+      const batch = await gpu.signatures(shingles);
+      kernel += performance.now() - k;
+      for (let d = 0; d < shingles.length; d++) {
+        const sig = batch.subarray(d * 112, (d + 1) * 112);
+        bandKeys(sig, 14, 8);
+        sigs.push(sig);
+      }
+    }
+    const s = (performance.now() - start) / 1000;
+    const same = texts.every((t, i) => hasher.signature(t).every((v, j) => v === sigs[i][j]));
+    console.log(
+      `minhash signatures, hashes on ${gpu.description}: ${(bytes / 1e6 / s).toFixed(2)} MB/s end to end, ${
+        (bytes / 1e6 / (kernel / 1000)).toFixed(2)
+      } MB/s for the upload + kernel + readback alone; equal to the CPU's: ${same}`,
+    );
+    gpu.destroy();
+  }
+}
+
 // 2. The whole stage, 2 workers, three sizes.
-const sizes = Deno.args.length ? Deno.args.map(Number) : [10_000, 40_000, 160_000];
+const sizes = args.length ? args.map(Number) : [10_000, 40_000, 160_000];
 for (const docs of sizes) {
   const workdir = await Deno.makeTempDir({ prefix: "kiln-dedupe-bench-" });
   const source = synthetic({ docs, shards: Math.max(4, Math.ceil(docs / 5000)) });

@@ -157,6 +157,10 @@ export const dedupe = defineStage({
     reportBadLines(ctx, inputs, signatures);
     const fallback = signatures.find((s) => s.gpuFallback)?.gpuFallback;
     if (fallback) ctx.log(`minhash.gpu: ${fallback}; some shards' signatures were computed on the CPU`);
+    if (params) {
+      const devices = [...new Set(signatures.map((s) => s.gpuDevice ? `webgpu: ${s.gpuDevice}` : "cpu"))];
+      ctx.stats.set("minhash_signatures_on", devices.sort().join(", "));
+    }
     const index: SignatureIndex = {
       format: "kiln-dedupe-signatures/1",
       minhash: params,

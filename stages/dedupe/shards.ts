@@ -41,6 +41,8 @@ export interface SignatureResult {
   badLineCount: number;
   /** Why the signatures were computed on the CPU although `gpu` was asked for. */
   gpuFallback?: string;
+  /** The WebGPU adapter the signatures were computed on, when they were. */
+  gpuDevice?: string;
 }
 
 /** One GPU hasher per worker isolate and MinHash setting, made on first use. */
@@ -120,7 +122,14 @@ export async function signatureShard(args: SignatureArgs, env: ShardEnv): Promis
   await flush();
   await env.out.writeFile(args.bandsFile, bandFile(keys.subarray(0, ids.length * bands * 2), bands));
   await env.out.writeJson(args.idsFile, ids);
-  return { docs: ids.length, bytes, badLines, badLineCount, ...(gpuFallback ? { gpuFallback } : {}) };
+  return {
+    docs: ids.length,
+    bytes,
+    badLines,
+    badLineCount,
+    ...(gpuFallback ? { gpuFallback } : {}),
+    ...(gpu ? { gpuDevice: gpu.description } : {}),
+  };
 }
 
 /** Arguments of {@linkcode pairsShard}. */
