@@ -82,6 +82,20 @@ export interface AttentionOptions {
   segments?: Tensor;
 }
 
+/** Options of {@linkcode Backend.attentionDecode}. */
+export interface AttentionDecodeOptions {
+  /** Sequences (rows of the cache). Default 1. */
+  B?: number;
+  /** Channels; cache rows hold q, k, v one after the other, each `C` wide, heads `C / NH` wide. */
+  C: number;
+  /** Number of heads. */
+  NH: number;
+  /** Cached length including the new token: the query is position `T - 1`, keys/values `0..T-1`. */
+  T: number;
+  /** Positions a sequence's cache holds (the stride between sequences). Default `T`. */
+  Tmax?: number;
+}
+
 /** Options of {@linkcode Backend.crossEntropy}. */
 export interface CrossEntropyOptions {
   /** Rows (B·T). */
@@ -223,6 +237,13 @@ export interface Backend {
    * online softmax, no T×T matrix. Saves the per-row logsumexp `lse [B, NH, T]` for the backward.
    */
   attentionForward(out: Tensor, lse: Tensor, qkv: Tensor, opts: AttentionOptions): void;
+  /**
+   * Single-query causal attention against a key/value cache (generation's decode step): for each
+   * sequence b of `qkv [B, Tmax, 3C]` the query at position `T - 1` attends to positions `0..T-1`,
+   * into `out [B, C]`. Equals the last row of {@linkcode Backend.attentionForward} over the prefix
+   * at O(T·C) instead of O(T²·C). No segments, no saved logsumexp (inference only).
+   */
+  attentionDecode(out: Tensor, qkv: Tensor, opts: AttentionDecodeOptions): void;
   /** Attention backward into `dqkv [B, T, 3C]` (overwritten), recomputing the scores tile by tile. */
   attentionBackward(
     dqkv: Tensor,
@@ -298,4 +319,19 @@ export interface Backend {
 export function checkTensor(op: string, what: string, t: Tensor, need: number, dtype: DType = "f32"): void {
   if (t.dtype !== dtype) throw new Error(`${op}: ${what} must be ${dtype}, got ${t.dtype}`);
   if (t.length < need) throw new Error(`${op}: ${what} has ${t.length} elements, needs ${need}`);
+}
+
+/** Validates {@linkcode Backend.attentionDecode}'s arguments; returns the head size. */
+export function checkAttentionDecode(out: Tensor, qkv: Tensor, opts: AttentionDecodeOptions): number {
+  const { C, NH, T } = opts, B = opts.B ?? 1, Tmax = opts.Tmax ?? T;
+  const hs = C / NH;
+  if (!Number.isInteger(hs) || hs < 1) {
+    throw new Error(`attentionDecode: C (${C}) must be a multiple of NH (${NH})`);
+  }
+  if (!Number.isInteger(T) || T < 1 || T > Tmax) {
+    throw new Error(`attentionDecode: T (${T}) must be an integer in 1..Tmax (${Tmax})`);
+  }
+  checkTensor("attentionDecode", "out", out, B * C);
+  checkTensor("attentionDecode", "qkv", qkv, ((B - 1) * Tmax + T) * 3 * C);
+  return hs;
 }

@@ -20,6 +20,7 @@ import {
   type AdamWOptions,
   type AttentionOptions,
   type Backend,
+  checkAttentionDecode,
   checkTensor,
   type CrossEntropyOptions,
   type DType,
@@ -215,6 +216,36 @@ export function createCpuBackend(options: CpuBackendOptions = {}): CpuBackend {
               o[oo + i] = acc / sum;
             }
             l[(b * NH + h) * T + t] = max + Math.log(sum);
+          }
+        }
+      }
+    },
+    attentionDecode(out, qkv, opts) {
+      const hs = checkAttentionDecode(out, qkv, opts);
+      const { C, NH, T } = opts, B = opts.B ?? 1, Tmax = opts.Tmax ?? T, scale = 1 / Math.sqrt(hs);
+      const o = array(out), q = array(qkv);
+      const scores = new Float64Array(T);
+      for (let b = 0; b < B; b++) {
+        const row = b * Tmax * 3 * C;
+        for (let h = 0; h < NH; h++) {
+          const qo = row + (T - 1) * 3 * C + h * hs;
+          let max = -Infinity;
+          for (let s = 0; s < T; s++) {
+            const ko = row + s * 3 * C + C + h * hs;
+            let dot = 0;
+            for (let i = 0; i < hs; i++) dot += q[qo + i] * q[ko + i];
+            scores[s] = dot * scale;
+            max = Math.max(max, scores[s]);
+          }
+          let sum = 0;
+          for (let s = 0; s < T; s++) sum += Math.exp(scores[s] - max);
+          const oo = b * C + h * hs;
+          for (let i = 0; i < hs; i++) {
+            let acc = 0;
+            for (let s = 0; s < T; s++) {
+              acc += Math.exp(scores[s] - max) * q[row + s * 3 * C + 2 * C + h * hs + i];
+            }
+            o[oo + i] = acc / sum;
           }
         }
       }

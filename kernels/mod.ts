@@ -15,6 +15,7 @@
  */
 export type {
   AdamWOptions,
+  AttentionDecodeOptions,
   AttentionOptions,
   Backend,
   CrossEntropyOptions,

@@ -16,6 +16,7 @@ import {
   type AdamWOptions,
   type AttentionOptions,
   type Backend,
+  checkAttentionDecode,
   checkTensor,
   type CrossEntropyOptions,
   type DType,
@@ -28,6 +29,7 @@ import { tokenBuckets } from "./host.ts";
 import {
   attentionBackwardKeyKernel,
   attentionBackwardQueryKernel,
+  attentionDecodeKernel,
   attentionForwardKernel,
   attentionRowDotKernel,
   ATTN_ROWS,
@@ -536,6 +538,14 @@ export function createWebGpuBackend(
         [T, C, NH, 1 / Math.sqrt(hs), opts.segments ? 1 : 0],
         [Math.ceil(T / ATTN_ROWS), B * NH, 1],
       );
+    },
+    attentionDecode(out, qkv, opts) {
+      const hs = checkAttentionDecode(out, qkv, opts);
+      const { C, NH, T } = opts, B = opts.B ?? 1;
+      if (NH > MAX_GROUPS || B > MAX_GROUPS) {
+        throw new Error(`attentionDecode: B (${B}) and NH (${NH}) must be at most ${MAX_GROUPS}`);
+      }
+      run(attentionDecodeKernel(hs), [out, qkv], [T, opts.Tmax ?? T, C, 1 / Math.sqrt(hs)], [NH, B, 1]);
     },
     attentionBackward(dqkv, dout, qkv, out, lse, opts) {
       const { B, T, C, NH } = opts, hs = checkAttention(opts);

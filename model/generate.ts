@@ -8,8 +8,8 @@
  * search reads the log-probabilities back every step (it must rank every beam's continuations).
  *
  * The cache keeps every position's q/k/v projections per layer, so a new token costs one row of
- * each matmul. The backend's attention op works on whole sequences, so each step runs it over the
- * cached prefix and keeps the last row: exact, with attention cost growing with the prefix.
+ * each matmul, and attention is the backend's single-query `attentionDecode` over the cache (one
+ * dispatch a layer for all rows, O(prefix·C) per token).
  *
  * @example
  * ```ts
@@ -73,13 +73,11 @@ class Decoder {
   private readonly mean: Tensor;
   private readonly rstd: Tensor;
   private readonly qkv: Tensor;
-  private readonly attOut: Tensor;
-  private readonly lse: Tensor;
   private readonly atty: Tensor;
   private readonly fch: Tensor;
 
   constructor(readonly model: GPT, readonly rows: number) {
-    const { layers: L, dim: C, heads: NH, context: T, vocab: V } = model.config;
+    const { layers: L, dim: C, context: T, vocab: V } = model.config;
     const alloc = (n: number, dtype: "f32" | "u32" = "f32") => {
       const t = model.backend.alloc(n, dtype);
       this.owned.push(t);
@@ -93,8 +91,6 @@ class Decoder {
     this.mean = alloc(rows);
     this.rstd = alloc(rows);
     this.qkv = alloc(rows * 3 * C);
-    this.attOut = alloc(T * C);
-    this.lse = alloc(NH * T);
     this.atty = alloc(rows * C);
     this.fch = alloc(rows * 4 * C);
   }
@@ -112,11 +108,9 @@ class Decoder {
       bk.layernormForward(this.ln, this.mean, this.rstd, this.x, w.ln1w, w.ln1b, rowC);
       bk.matmul(this.qkv, this.ln, w.qkvw, { m: R, n: 3 * C, k: C, bias: w.qkvb });
       for (let r = 0; r < R; r++) {
-        const seq = bk.view(this.cache[l], r * T * 3 * C, (pos + 1) * 3 * C);
-        bk.copy(bk.view(seq, pos * 3 * C, 3 * C), bk.view(this.qkv, r * 3 * C, 3 * C));
-        bk.attentionForward(this.attOut, this.lse, seq, { B: 1, T: pos + 1, C, NH });
-        bk.copy(bk.view(this.atty, r * C, C), bk.view(this.attOut, pos * C, C));
+        bk.copy(bk.view(this.cache[l], (r * T + pos) * 3 * C, 3 * C), bk.view(this.qkv, r * 3 * C, 3 * C));
       }
+      bk.attentionDecode(this.atty, this.cache[l], { B: R, C, NH, T: pos + 1, Tmax: T });
       bk.matmul(this.x, this.atty, w.attprojw, { m: R, n: C, k: C, bias: w.attprojb, accumulate: true });
       bk.layernormForward(this.ln, this.mean, this.rstd, this.x, w.ln2w, w.ln2b, rowC);
       bk.matmul(this.fch, this.ln, w.fcw, { m: R, n: 4 * C, k: C, bias: w.fcb });

@@ -297,3 +297,72 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
   }
 }`,
 }));
+
+/** Threads of a decode workgroup (one workgroup per sequence and head). */
+export const DECODE_THREADS = 64;
+
+/**
+ * Decode: single-query attention against a `qkv [B, Tmax, 3C]` cache into `out [B, C]`; the query
+ * is position `T - 1`. One workgroup per (sequence, head) on a `[NH, B]` grid. Keys come in chunks
+ * of {@linkcode DECODE_THREADS}: each thread scores one key into workgroup memory, then every
+ * thread runs the same ordered online softmax over the chunk (so all agree on the running max and
+ * sum) and accumulates the value dimensions it owns. Plain ordered sums: deterministic, no atomics.
+ */
+export const attentionDecodeKernel = memo((hs: number) => ({
+  name: `attention_decode_${hs}`,
+  tensors: [["out", "f32"], ["qkv", "f32"]],
+  params: [["T", "u32"], ["Tmax", "u32"], ["C", "u32"], ["scale", "f32"]],
+  code: `
+const HS = ${hs}u;
+const WGS = ${DECODE_THREADS}u;
+const PER = ${Math.ceil(hs / DECODE_THREADS)}u; // value dimensions a thread owns
+var<workgroup> qs: array<f32, HS>;
+var<workgroup> sc: array<f32, WGS>;
+
+@compute @workgroup_size(${DECODE_THREADS})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let h = wid.x;
+  let b = wid.y;
+  let C3 = 3u * P.C;
+  let base = P.qkv + b * P.Tmax * C3 + h * HS; // position 0, q of head h
+  for (var i = lid; i < HS; i += WGS) { qs[i] = qkv[base + (P.T - 1u) * C3 + i] * P.scale; }
+  workgroupBarrier();
+  var m = ${NEG};
+  var l = 0.0;
+  var o: array<f32, PER>;
+  for (var s0 = 0u; s0 < P.T; s0 += WGS) {
+    let s = s0 + lid;
+    var score = ${NEG};
+    if (s < P.T) {
+      let ko = base + s * C3 + P.C;
+      var dot = 0.0;
+      for (var i = 0u; i < HS; i++) { dot += qs[i] * qkv[ko + i]; }
+      score = dot;
+    }
+    sc[lid] = score;
+    workgroupBarrier();
+    let n = min(WGS, P.T - s0);
+    var chunk_max = ${NEG};
+    for (var j = 0u; j < n; j++) { chunk_max = max(chunk_max, sc[j]); }
+    let m_new = max(m, chunk_max);
+    let correction = exp(m - m_new);
+    l *= correction;
+    for (var k = 0u; k < PER; k++) { o[k] *= correction; }
+    for (var j = 0u; j < n; j++) {
+      let p = exp(sc[j] - m_new);
+      l += p;
+      let vo = base + (s0 + j) * C3 + 2u * P.C;
+      for (var k = 0u; k < PER; k++) {
+        let i = lid + k * WGS;
+        if (i < HS) { o[k] += p * qkv[vo + i]; }
+      }
+    }
+    m = m_new;
+    workgroupBarrier();
+  }
+  for (var k = 0u; k < PER; k++) {
+    let i = lid + k * WGS;
+    if (i < HS) { out[P.out + b * P.C + h * HS + i] = o[k] / l; }
+  }
+}`,
+}));

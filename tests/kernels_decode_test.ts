@@ -1,0 +1,101 @@
+/**
+ * `attentionDecode` (single-query attention against a `[B, Tmax, 3C]` key/value cache): the CPU
+ * reference equals the last row of the full causal `attentionForward` over each sequence's prefix;
+ * the WebGPU kernel equals the CPU (NaN-poisoned outputs at an unaligned view, bit-identical twice).
+ * WebGPU cases are skipped, with a message, without an adapter or with `KILN_BACKEND=cpu`.
+ */
+import { deepStrictEqual, throws } from "node:assert";
+import type { AttentionDecodeOptions, Backend } from "../kernels/backend.ts";
+import { createCpuBackend } from "../kernels/cpu.ts";
+import { createBackend } from "../kernels/device.ts";
+import { assertClose, randomFloats, rng } from "./kernels_fixtures.ts";
+
+async function webgpu(): Promise<Backend | string> {
+  if (Deno.env.get("KILN_BACKEND") === "cpu") return "KILN_BACKEND=cpu";
+  const adapter = await navigator.gpu?.requestAdapter();
+  if (!adapter) return "no WebGPU adapter (install Mesa's llvmpipe to run them without a GPU)";
+  return await createBackend({ backend: "webgpu", log: () => {} });
+}
+const found = await webgpu();
+const gpu = typeof found === "string" ? null : found;
+if (typeof found === "string") console.warn(`skipping the WebGPU decode tests: ${found}`);
+const cpu = createCpuBackend();
+
+interface Shape {
+  B: number;
+  T: number;
+  Tmax: number;
+  C: number;
+  NH: number;
+}
+
+// Odd lengths (one key, a partial chunk of 64, several chunks), odd head sizes (5, 3) and one
+// above the 64 threads of a workgroup (72: a thread owns two value dimensions).
+const SHAPES: Shape[] = [
+  { B: 1, T: 1, Tmax: 4, C: 15, NH: 3 },
+  { B: 3, T: 7, Tmax: 9, C: 15, NH: 3 },
+  { B: 2, T: 67, Tmax: 67, C: 9, NH: 3 },
+  { B: 2, T: 131, Tmax: 140, C: 144, NH: 2 },
+];
+
+function cache(shape: Shape, seed: number): Float32Array {
+  return randomFloats(rng(seed), shape.B * shape.Tmax * 3 * shape.C, 2);
+}
+
+/** `attentionDecode` on a backend, the output a view at an odd offset poisoned with NaN. */
+async function decode(bk: Backend, shape: Shape, data: Float32Array): Promise<Float32Array> {
+  const { B, C } = shape, pad = 3;
+  const qkv = bk.view(bk.alloc(data.length + 2 * pad), pad, data.length);
+  bk.upload(qkv, data);
+  const out = bk.view(bk.alloc(B * C + 2 * pad), pad, B * C);
+  bk.fill(out, NaN);
+  bk.attentionDecode(out, qkv, shape);
+  const [result] = await bk.download(out);
+  return result as Float32Array; // an f32 tensor downloads as Float32Array
+}
+
+for (const shape of SHAPES) {
+  const { B, T, Tmax, C, NH } = shape;
+  const label = `B${B} T${T} Tmax${Tmax} C${C} NH${NH}`;
+
+  Deno.test(`cpu: attentionDecode equals the last row of attentionForward (${label})`, async () => {
+    const data = cache(shape, T * 31 + C);
+    const actual = await decode(cpu, shape, data);
+    const expected = new Float32Array(B * C);
+    for (let b = 0; b < B; b++) {
+      const prefix = cpu.alloc(T * 3 * C);
+      cpu.upload(prefix, data.subarray(b * Tmax * 3 * C, (b * Tmax + T) * 3 * C));
+      const out = cpu.alloc(T * C), lse = cpu.alloc(NH * T);
+      cpu.attentionForward(out, lse, prefix, { B: 1, T, C, NH });
+      const [full] = await cpu.download(out);
+      expected.set(full.subarray((T - 1) * C, T * C), b * C);
+    }
+    assertClose(actual, expected, "out", 1e-5, 1e-6);
+  });
+
+  Deno.test({
+    name: `webgpu: attentionDecode equals the CPU, deterministically (${label})`,
+    ignore: gpu === null,
+    sanitizeResources: false,
+    sanitizeOps: false,
+    fn: async () => {
+      const data = cache(shape, T * 17 + C);
+      const expected = await decode(cpu, shape, data);
+      const actual = await decode(gpu!, shape, data);
+      const again = await decode(gpu!, shape, data);
+      assertClose(actual, expected, "out", 1e-4, 1e-5);
+      deepStrictEqual(new Uint32Array(again.buffer), new Uint32Array(actual.buffer), "deterministic");
+    },
+  });
+}
+
+Deno.test("cpu: attentionDecode rejects bad shapes with a message naming the problem", () => {
+  const qkv = cpu.alloc(2 * 4 * 24);
+  const bad = (opts: AttentionDecodeOptions, pattern: RegExp, out = cpu.alloc(16)) =>
+    throws(() => cpu.attentionDecode(out, qkv, opts), pattern);
+  bad({ C: 8, NH: 3, T: 2 }, /multiple of NH/);
+  bad({ C: 8, NH: 2, T: 5, Tmax: 4 }, /T \(5\) must be an integer in 1\.\.Tmax \(4\)/);
+  bad({ C: 8, NH: 2, T: 0 }, /T \(0\)/);
+  bad({ B: 2, C: 8, NH: 2, T: 4, Tmax: 5 }, /qkv has 192 elements, needs 216/);
+  bad({ B: 2, C: 8, NH: 2, T: 2, Tmax: 2 }, /out has 8 elements, needs 16/, cpu.alloc(8));
+});
