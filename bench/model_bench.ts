@@ -3,7 +3,7 @@
  * and (CPU backend, where ops run synchronously) the step time split by op.
  *
  *   deno bench -A bench/model_bench.ts          # Deno.bench timings of a step
- *   deno run -A bench/model_bench.ts            # tokens/s per backend + per-op split
+ *   deno run -A bench/model_bench.ts            # tokens/s per backend + per-op split (CPU)
  *
  * @module
  */
@@ -31,11 +31,12 @@ async function trainer(backend: Backend): Promise<Trainer> {
 }
 
 /** Mean ms per step over `steps` steps (metrics read once at the end, as training does). */
-async function msPerStep(t: Trainer, steps: number): Promise<number> {
+async function msPerStep(t: Trainer, steps: number, afterWarmup?: () => void): Promise<number> {
   const data = batch(1);
   t.microStep(data);
   t.optimizerStep(1e-3);
   await t.readMetrics(); // warm-up (shader compilation on WebGPU)
+  afterWarmup?.();
   const start = performance.now();
   for (let i = 0; i < steps; i++) {
     t.microStep(data);
@@ -71,8 +72,7 @@ if (import.meta.main) {
   }
   const steps = 5;
   const cpuTrainer = await trainer(cpu);
-  time.clear();
-  const cpuMs = await msPerStep(cpuTrainer, steps);
+  const cpuMs = await msPerStep(cpuTrainer, steps, () => time.clear()); // the split excludes the warm-up step
   cpuTrainer.dispose();
   console.log(`cpu: ${cpuMs.toFixed(1)} ms/step, ${Math.round(B * T * 1000 / cpuMs)} tokens/s`);
   const total = [...time.values()].reduce((a, b) => a + b, 0);
@@ -86,7 +86,7 @@ if (import.meta.main) {
   try {
     const gpu = await createBackend({ backend: "webgpu", log: (line) => console.log(line) });
     const gpuTrainer = await trainer(gpu);
-    const gpuMs = await msPerStep(gpuTrainer, 5);
+    const gpuMs = await msPerStep(gpuTrainer, steps);
     console.log(`webgpu: ${gpuMs.toFixed(1)} ms/step, ${Math.round(B * T * 1000 / gpuMs)} tokens/s`);
     gpuTrainer.dispose();
   } catch (e) {
