@@ -1,5 +1,6 @@
 import { strict as assert } from "node:assert";
 import { join } from "node:path";
+import { killAfterCheckpoint } from "./kill_helpers.ts";
 import { z } from "zod";
 import { defineStage } from "../pipeline/stage.ts";
 import { pipeline } from "../pipeline/pipeline.ts";
@@ -87,20 +88,6 @@ await pipeline("t", { workdir: ${JSON.stringify(workdir)}, workers: 1 })
 /** Exported for the subprocess of the resume test (the same stage, so the same cache key). */
 export const tokensForResumeTest = tokens;
 
-async function listRecursive(dir: string): Promise<string[]> {
-  const out: string[] = [];
-  try {
-    for await (const e of Deno.readDir(dir)) {
-      const p = join(dir, e.name);
-      if (e.isDirectory) out.push(...await listRecursive(p));
-      else out.push(p);
-    }
-  } catch (e) {
-    if (!(e instanceof Deno.errors.NotFound)) throw e; // a directory the run has just removed
-  }
-  return out;
-}
-
 Deno.test("pretrain: killed with SIGKILL after a checkpoint, a rerun resumes to the same losses and weights", async () => {
   const dir = await Deno.makeTempDir();
   try {
@@ -117,23 +104,8 @@ Deno.test("pretrain: killed with SIGKILL after a checkpoint, a rerun resumes to 
     await Deno.mkdir(workdir);
     const file = join(dir, "run.ts");
     await Deno.writeTextFile(file, script(workdir));
-    const config = new URL("../deno.json", import.meta.url).pathname;
-    const child = new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", "--config", config, file],
-      stdout: "null",
-      stderr: "piped",
-    }).spawn();
-    let exited = false;
-    child.status.then(() => (exited = true));
-    let checkpointed = false;
-    for (let i = 0; i < 3000 && !checkpointed && !exited; i++) {
-      await new Promise((r) => setTimeout(r, 10));
-      checkpointed = (await listRecursive(join(workdir, "work"))).some((p) => p.endsWith("train-state.json"));
-    }
-    if (!exited) child.kill("SIGKILL");
-    const stderr = new TextDecoder().decode((await child.output()).stderr);
+    const { checkpointed, committed, stderr } = await killAfterCheckpoint([file], workdir, "pretrain");
     assert.ok(checkpointed, `the subprocess wrote no checkpoint; its stderr:\n${stderr}`);
-    const committed = (await listRecursive(join(workdir, "artifacts"))).some((p) => p.includes("pretrain"));
     assert.ok(!committed, "the run was killed before it finished (make the run longer if this fails)");
 
     const resumed = await run(workdir);

@@ -1,5 +1,6 @@
 import { strict as assert } from "node:assert";
 import { join } from "node:path";
+import { killAfterCheckpoint } from "./kill_helpers.ts";
 import { loadModelDir } from "../model/checkpoint.ts";
 import { RewardScorer, scoreCommand } from "../stages/reward_model/score.ts";
 import { createCpuBackend } from "../kernels/cpu.ts";
@@ -104,20 +105,6 @@ Deno.test("sft → rewardModel: artifacts, metrics, reward stats, and the score 
   }
 });
 
-async function listRecursive(dir: string): Promise<string[]> {
-  const out: string[] = [];
-  try {
-    for await (const e of Deno.readDir(dir)) {
-      const p = join(dir, e.name);
-      if (e.isDirectory) out.push(...await listRecursive(p));
-      else out.push(p);
-    }
-  } catch (e) {
-    if (!(e instanceof Deno.errors.NotFound)) throw e; // a directory the run has just removed
-  }
-  return out;
-}
-
 /** Metrics without timings. */
 const strip = (text: string) => jsonl(text).map(({ msPerStep: _, ...rest }) => rest);
 
@@ -134,33 +121,17 @@ for (const stage of ["sft", "reward-model"] as const) {
       });
 
       const workdir = join(dir, "b");
-      const child = new Deno.Command(Deno.execPath(), {
-        args: [
-          "run",
-          "-A",
-          "--config",
-          new URL("../deno.json", import.meta.url).pathname,
+      const { checkpointed, committed, stderr } = await killAfterCheckpoint(
+        [
           new URL("./sft_fixture.ts", import.meta.url).pathname,
           workdir,
           JSON.stringify(sftConfig),
           JSON.stringify(rmConfig),
         ],
-        stdout: "null",
-        stderr: "piped",
-      }).spawn();
-      let exited = false;
-      child.status.then(() => (exited = true));
-      let checkpointed = false;
-      for (let i = 0; i < 6000 && !checkpointed && !exited; i++) {
-        await new Promise((r) => setTimeout(r, 10));
-        checkpointed = (await listRecursive(join(workdir, "work"))).some((p) =>
-          p.includes(stage) && p.endsWith("train-state.json")
-        );
-      }
-      if (!exited) child.kill("SIGKILL");
-      const stderr = new TextDecoder().decode((await child.output()).stderr);
+        workdir,
+        stage,
+      );
       assert.ok(checkpointed, `the subprocess wrote no ${stage} checkpoint; its stderr:\n${stderr}`);
-      const committed = (await listRecursive(join(workdir, "artifacts"))).some((p) => p.includes(stage));
       assert.ok(
         !committed,
         "the run was killed before the stage finished (make the run longer if this fails)",
