@@ -24,7 +24,7 @@ import type { Pipeline, StageStatus } from "./pipeline.ts";
 import { formatDuration } from "./progress.ts";
 import type { Kind } from "./stage.ts";
 import { loadPipelineYaml } from "./yaml.ts";
-import { BUILTIN_STAGES, builtinStage } from "../stages/registry.ts";
+import { builtinStage, listBuiltinStages } from "../stages/registry.ts";
 
 const COMMANDS = ["run", "status", "plan", "gc", "report", "stages"] as const;
 
@@ -105,7 +105,7 @@ export async function main(args: string[], opts: { pipeline?: Pipeline<Kind | nu
     ? positionals.shift() as Command
     : "run";
   if (command === "stages") {
-    for (const [name, description] of Object.entries(BUILTIN_STAGES)) {
+    for (const [name, description] of await listBuiltinStages()) {
       console.log(`${name.padEnd(16)} ${description}`);
     }
     return 0;
