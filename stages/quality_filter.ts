@@ -22,7 +22,8 @@ import { ConfigError } from "../pipeline/errors.ts";
 import { expandFiles, fingerprintFiles } from "../pipeline/files.ts";
 import { defineStage, type StageContext } from "../pipeline/stage.ts";
 import { documentShards, isDocumentShard, readDocuments } from "./documents.ts";
-import { type ClassifierModel, QualityClassifier, rng, trainClassifier } from "./filters/classifier.ts";
+import { type ClassifierModel, QualityClassifier, trainClassifier } from "./filters/classifier.ts";
+import { mulberry32 } from "../model/rng.ts";
 import { outputNames, reportBadLines } from "./filters/io.ts";
 import type { ChainOptions } from "./filters/mod.ts";
 import type { FilterCounts, FilterShardArgs, FilterShardResult } from "./filters/shard.ts";
@@ -254,7 +255,7 @@ async function prepareClassifier(ctx: StageContext<Config, "documents">, inputs:
       throw new ConfigError("quality-filter", ["classifier", "model"], `${c.model}: ${(e as Error).message}`);
     }
   } else {
-    const random = rng(c.seed);
+    const random = mulberry32(c.seed);
     const positives = sampler(c.maxDocuments, random);
     for (const file of await expandFiles(patterns(c.reference))) {
       for await (const text of referenceTexts(file)) positives.add(text);

@@ -20,20 +20,11 @@ import { listFiles } from "../pipeline/workspace.ts";
 import { readDocuments } from "../stages/documents.ts";
 import { replayFrontier } from "../stages/crawl/frontier.ts";
 import { openArchive, readArchive } from "../stages/crawl/warc.ts";
+import { mulberry32 } from "../model/rng.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;
 const FIXTURE = "tests/fixtures/crawl_pipeline.ts";
 const PAGES = 120; // per server
-
-/** A small seeded PRNG so a failure can be replayed. */
-function mulberry32(seed: number) {
-  return () => {
-    seed = (seed + 0x6d2b79f5) | 0;
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /**
  * Two sites (two hosts for politeness) of PAGES pages each, a binary tree of links per site plus a

@@ -10,21 +10,11 @@ import { dedupe } from "../stages/dedupe.ts";
 import { MinHasher } from "../stages/dedupe/minhash.ts";
 import { GpuMinHasher, webGpuUnavailable } from "../stages/dedupe/minhash_gpu.ts";
 import { spamSource } from "./dedupe_fixtures.ts";
+import { mulberry32 } from "../model/rng.ts";
 
 const why = await webGpuUnavailable();
 if (why) console.warn(`skipping the GPU MinHash tests: ${why}`);
 const ignore = why !== null;
-
-/** mulberry32: a small seeded generator, so a failing seed can be replayed. */
-function generator(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = Math.imul(a ^ (a >>> 15), 1 | a);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
-  };
-}
 
 const VOCABULARY = [
   "the",
@@ -60,7 +50,7 @@ Deno.test({
   ignore,
   async fn() {
     const seed = crypto.getRandomValues(new Uint32Array(1))[0];
-    const random = generator(seed);
+    const random = mulberry32(seed);
     const texts = [
       "",
       "   ",

@@ -8,15 +8,9 @@ import { deepStrictEqual, throws } from "node:assert";
 import type { AttentionDecodeOptions, Backend } from "../kernels/backend.ts";
 import { createCpuBackend } from "../kernels/cpu.ts";
 import { createBackend } from "../kernels/device.ts";
-import { assertClose, randomFloats, rng } from "./kernels_fixtures.ts";
+import { assertClose, randomFloats, rng, webgpuForTests } from "./kernels_fixtures.ts";
 
-async function webgpu(): Promise<Backend | string> {
-  if (Deno.env.get("KILN_BACKEND") === "cpu") return "KILN_BACKEND=cpu";
-  const adapter = await navigator.gpu?.requestAdapter();
-  if (!adapter) return "no WebGPU adapter (install Mesa's llvmpipe to run them without a GPU)";
-  return await createBackend({ backend: "webgpu", log: () => {} });
-}
-const found = await webgpu();
+const found = await webgpuForTests();
 const gpu = typeof found === "string" ? null : found;
 if (typeof found === "string") console.warn(`skipping the WebGPU decode tests: ${found}`);
 const cpu = createCpuBackend();

@@ -1,17 +1,10 @@
 /** Shared helpers of the kernel tests: a seeded PRNG, tolerance checks, finite differences. */
 import { AssertionError } from "node:assert";
+import type { Backend } from "../kernels/backend.ts";
+import { createBackend } from "../kernels/device.ts";
 
-/** mulberry32: a small seeded PRNG, so every run draws the same "random" inputs. */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** mulberry32, so every run draws the same "random" inputs. */
+export { mulberry32 as rng } from "../model/rng.ts";
 
 /** `n` uniform floats in [-scale, scale). */
 export function randomFloats(random: () => number, n: number, scale = 1): Float32Array {
@@ -61,4 +54,12 @@ export function finiteDifference(
   const minus = loss();
   x[i] = saved;
   return (plus - minus) / (2 * h);
+}
+
+/** The WebGPU backend for tests, or why there is none (those tests then skip, saying so). */
+export async function webgpuForTests(): Promise<Backend | string> {
+  if (Deno.env.get("KILN_BACKEND") === "cpu") return "KILN_BACKEND=cpu";
+  const adapter = await navigator.gpu?.requestAdapter();
+  if (!adapter) return "no WebGPU adapter (install Mesa's llvmpipe to run them without a GPU)";
+  return await createBackend({ backend: "webgpu", log: () => {} });
 }

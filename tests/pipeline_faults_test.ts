@@ -8,6 +8,7 @@ import { join } from "node:path";
 import { readJournal } from "../pipeline/journal.ts";
 import { listFiles } from "../pipeline/workspace.ts";
 import { hashFile } from "../pipeline/artifact.ts";
+import { mulberry32 } from "../model/rng.ts";
 
 const FIXTURE = new URL("./fixtures/pipeline.ts", import.meta.url).pathname;
 
@@ -51,16 +52,6 @@ async function artifactHashes(workdir: string): Promise<Record<string, string>> 
     out[rel] = await hashFile(join(root, rel));
   }
   return out;
-}
-
-/** A small seeded PRNG so a failure can be replayed. */
-function mulberry32(seed: number) {
-  return () => {
-    seed = (seed + 0x6d2b79f5) | 0;
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 const SLOW = { KILN_TEST_DELAY_MS: "250", KILN_TEST_SHARDS: "6" };

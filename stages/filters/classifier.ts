@@ -17,6 +17,7 @@
  * @module
  */
 import { fmix32, hashWord } from "../dedupe/minhash.ts";
+import { mulberry32 } from "../../model/rng.ts";
 
 /** A trained classifier, as saved in `classifier.json`. */
 export interface ClassifierModel {
@@ -82,18 +83,6 @@ function sigmoid(z: number): number {
   return 1 / (1 + Math.exp(-z));
 }
 
-/** mulberry32: a small seeded PRNG, so training is identical on every run. */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 function shuffle<T>(items: T[], random: () => number): T[] {
   for (let i = items.length - 1; i > 0; i--) {
     const j = Math.floor(random() * (i + 1));
@@ -138,7 +127,7 @@ export function trainClassifier(
       `training needs both classes (${positives.length} positives, ${negatives.length} negatives)`,
     );
   }
-  const random = rng(opts.seed ?? 1);
+  const random = mulberry32(opts.seed ?? 1);
   type Example = { x: Features; y: number; weight: number };
   const split = (texts: string[], y: number) => {
     const examples = shuffle(texts.map((t) => ({ x: features(t, bits, ngrams), y, weight: 0 })), random);
