@@ -13,7 +13,7 @@ import { pipeline } from "../pipeline/pipeline.ts";
 import { dedupe } from "../stages/dedupe.ts";
 import { bandKeys, MinHasher } from "../stages/dedupe/minhash.ts";
 import { BATCH_DOCS, GpuMinHasher } from "../stages/dedupe/minhash_gpu.ts";
-import { rng } from "../stages/filters/classifier.ts";
+import { mulberry32 } from "../model/rng.ts";
 import { brownDocuments, mailBody, spamAssassin } from "../tests/dedupe_fixtures.ts";
 import { z } from "zod";
 import { defineStage } from "../pipeline/stage.ts";
@@ -43,7 +43,7 @@ function documentText(i: number): string {
         text.split(" ").reverse().join(" ")
       }`;
   }
-  const random = rng(i);
+  const random = mulberry32(i);
   return text.split(" ").map((w) => random() < 0.05 ? "changed" : w).join(" ");
 }
 

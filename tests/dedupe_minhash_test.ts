@@ -12,7 +12,7 @@ import {
   normalizeText,
 } from "../stages/dedupe/minhash.ts";
 import { bandLayout, effectiveThreshold } from "../stages/dedupe/params.ts";
-import { rng } from "../stages/filters/classifier.ts";
+import { mulberry32 } from "../model/rng.ts";
 
 Deno.test("normalisation: case, punctuation, diacritics, digits and spaces do not matter", () => {
   assert.equal(normalizeText("  Héllo,   WORLD!\n It's 2024… "), "hello world its 0");
@@ -35,7 +35,7 @@ Deno.test("LSH: pairs of known Jaccard similarity become candidates at the rate 
   // 400 pairs per similarity; each rate must lie within 4 binomial standard errors of the formula
   // (the test is seeded, so it is deterministic; 4σ leaves room for the hash family's own bias).
   const hasher = new MinHasher({ shingleWords: 5, bands: 14, rows: 8, seed: 7 });
-  const random = rng(42);
+  const random = mulberry32(42);
   const trials = 400;
   const union = 200;
   for (const s of [0.5, 0.6, 0.7, 0.72, 0.8, 0.9]) {
