@@ -7,7 +7,6 @@
 import { deepStrictEqual, throws } from "node:assert";
 import type { AttentionDecodeOptions, Backend } from "../kernels/backend.ts";
 import { createCpuBackend } from "../kernels/cpu.ts";
-import { createBackend } from "../kernels/device.ts";
 import { assertClose, randomFloats, rng, webgpuForTests } from "./kernels_fixtures.ts";
 
 const found = await webgpuForTests();

@@ -10,7 +10,6 @@
 import { deepStrictEqual, ok } from "node:assert";
 import type { Backend, Tensor } from "../kernels/backend.ts";
 import { createCpuBackend } from "../kernels/cpu.ts";
-import { createBackend } from "../kernels/device.ts";
 import { assertClose, randomFloats, randomInts, rng, webgpuForTests } from "./kernels_fixtures.ts";
 
 const found = await webgpuForTests();
