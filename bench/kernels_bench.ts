@@ -127,6 +127,22 @@ for (
   report("gelu forward", `${n}`, await measure(() => be.geluForward(y, x)), { bytes: 2 * n * 4 });
   report("gelu backward", `${n}`, await measure(() => be.geluBackward(y, x, d)), { bytes: 3 * n * 4 });
   report("residual add", `${n}`, await measure(() => be.add(y, x, d)), { bytes: 3 * n * 4 });
+  report("copy", `${n}`, await measure(() => be.copy(y, x)), { bytes: 2 * n * 4 });
+  report("scale", `${n}`, await measure(() => be.scale(y, x, 0.5)), { bytes: 2 * n * 4 });
+  const bias = be.alloc(4 * C);
+  report(
+    "column sums (bias grad)",
+    `${BT}×${4 * C}`,
+    await measure(() => be.sumRows(bias, d, { rows: BT, cols: 4 * C })),
+    {
+      bytes: n * 4,
+    },
+  );
+  // Views at odd offsets take the one-element-a-thread kernels instead of the vec4 ones.
+  const [xs, ds, ys] = [x, d, y].map((t) => be.view(t, 1, n - 1));
+  report("residual add (offset 1: scalar)", `${n - 1}`, await measure(() => be.add(ys, xs, ds)), {
+    bytes: 3 * (n - 1) * 4,
+  });
 }
 {
   const qkv = random(be, BT * 3 * C),
@@ -145,10 +161,33 @@ for (
   report("attention backward", `B${B} T${T} C${C} NH${NH}`, msb, { flops: 2.5 * flops });
 }
 {
+  // Generation's decode step: B sequences, one new token each, over a T-long cache.
+  const cache = random(be, B * T * 3 * C), out = be.alloc(B * C), fresh = random(be, B * 3 * C);
+  const opts = { B, T, C, NH, append: fresh };
+  report(
+    "attention decode (+ append)",
+    `B${B} cache T${T} C${C}`,
+    await measure(() => be.attentionDecode(out, cache, opts)),
+    { bytes: B * T * 2 * C * 4 }, // the keys and values read
+  );
+}
+{
   const rowsCE = real ? BT / 2 : BT, logits = random(be, rowsCE * V, 4), losses = be.alloc(rowsCE);
-  const targets = be.alloc(rowsCE, "u32");
+  const targets = be.alloc(rowsCE, "u32"), picked = be.alloc(rowsCE);
+  const opts = { rows: rowsCE, V };
+  report(
+    "log π gather",
+    `${rowsCE}×${V}`,
+    await measure(() => be.logSoftmaxGather(picked, logits, targets, opts)),
+    {
+      bytes: rowsCE * V * 4,
+    },
+  );
+  report("entropy", `${rowsCE}×${V}`, await measure(() => be.entropy(picked, logits, opts)), {
+    bytes: rowsCE * V * 4,
+  });
   // In place: the first run turns logits into gradients; later runs still read and write as much.
-  const ms = await measure(() => be.crossEntropy(losses, logits, targets, { rows: rowsCE, V }));
+  const ms = await measure(() => be.crossEntropy(losses, logits, targets, opts));
   report("softmax + cross-entropy", `${rowsCE}×${V}`, ms, { bytes: 2 * rowsCE * V * 4 });
 }
 {
@@ -282,5 +321,22 @@ if (gpu) {
     `\nshader compile: ${pipelines + (profiled && timed !== backend ? profiled.pipelines : 0)} pipelines, ${
       (compileMs + (profiled && timed !== backend ? profiled.compileMs : 0)).toFixed(0)
     } ms (pipeline creation)`,
+  );
+}
+if (gpu) {
+  // Host cost of recording a dispatch (uniform slot, bind group, pass calls), warm: what a step of
+  // hundreds of small dispatches (generation's decode) pays on the CPU before the GPU sees any of it.
+  const x = gpu.alloc(1024), y = gpu.alloc(1024);
+  const perDispatch: number[] = [];
+  for (let round = 0; round < 5; round++) {
+    const t0 = performance.now();
+    for (let i = 0; i < 1000; i++) gpu.add(y, x, y);
+    perDispatch.push((performance.now() - t0) / 1000 * 1000);
+    await gpu.finish();
+  }
+  console.log(
+    `recording: ${
+      perDispatch.sort((a, b) => a - b)[2].toFixed(1)
+    } µs a dispatch on the host (median of 5 × 1000)`,
   );
 }

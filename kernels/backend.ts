@@ -90,10 +90,46 @@ export interface AttentionDecodeOptions {
   C: number;
   /** Number of heads. */
   NH: number;
-  /** Cached length including the new token: the query is position `T - 1`, keys/values `0..T-1`. */
+  /**
+   * Cached length including the new token: the query is position `T - 1`, keys/values `0..T-1`.
+   * With `lengths`, the longest of them.
+   */
   T: number;
   /** Positions a sequence's cache holds (the stride between sequences). Default `T`. */
   Tmax?: number;
+  /**
+   * u32 `[B]` cached length of each sequence, each in `1..T` (the GPU clamps to it): sequence b's
+   * query is position `lengths[b] - 1` and attends to its positions `0..lengths[b]-1`, so prompts of
+   * different lengths decode in one batch. Default: every sequence has length `T`.
+   */
+  lengths?: Tensor;
+  /**
+   * f32 `[B, 3C]`: each sequence's new q/k/v row, written into the cache at its query position
+   * (`lengths[b] - 1`, or `T - 1`) before attending, so a decode step needs no copy a sequence.
+   */
+  append?: Tensor;
+}
+
+/** Options of {@linkcode Backend.encoderForward}. */
+export interface EncoderOptions {
+  B: number;
+  T: number;
+  C: number;
+  /**
+   * u32 `[B, T]` position of each token (the row of `wpe` it adds), each below the rows of `wpe`.
+   * Default `t`. Packed SFT rows restart at 0 for each example; left-padded generation rows start
+   * at 0 at their first real token.
+   */
+  positions?: Tensor;
+}
+
+/** Options of {@linkcode Backend.encoderBackward}. */
+export interface EncoderBackwardOptions {
+  B: number;
+  T: number;
+  C: number;
+  /** The forward's `positions` on the host (`[B, T]`); default `t`. */
+  hostPositions?: Uint32Array;
 }
 
 /** Options of {@linkcode Backend.crossEntropy}. */
@@ -239,9 +275,10 @@ export interface Backend {
   attentionForward(out: Tensor, lse: Tensor, qkv: Tensor, opts: AttentionOptions): void;
   /**
    * Single-query causal attention against a key/value cache (generation's decode step): for each
-   * sequence b of `qkv [B, Tmax, 3C]` the query at position `T - 1` attends to positions `0..T-1`,
-   * into `out [B, C]`. Equals the last row of {@linkcode Backend.attentionForward} over the prefix
-   * at O(T·C) instead of O(T²·C). No segments, no saved logsumexp (inference only).
+   * sequence b of `qkv [B, Tmax, 3C]` the query at position `T - 1` (or `lengths[b] - 1`) attends to
+   * positions `0..T-1` (`0..lengths[b]-1`), into `out [B, C]`. Equals the last row of
+   * {@linkcode Backend.attentionForward} over the prefix at O(T·C) instead of O(T²·C). No segments,
+   * no saved logsumexp (inference only).
    */
   attentionDecode(out: Tensor, qkv: Tensor, opts: AttentionDecodeOptions): void;
   /** Attention backward into `dqkv [B, T, 3C]` (overwritten), recomputing the scores tile by tile. */
@@ -266,25 +303,23 @@ export interface Backend {
 
   // ---- embeddings ----------------------------------------------------------------------------
 
-  /** `out[b, t, :] = wte[tokens[b, t], :] + wpe[t, :]`; tokens u32 `[B, T]`. */
-  encoderForward(
-    out: Tensor,
-    tokens: Tensor,
-    wte: Tensor,
-    wpe: Tensor,
-    opts: { B: number; T: number; C: number },
-  ): void;
   /**
-   * Embedding backward; accumulates into `dwte [V, C]` and `dwpe [T, C]`. Takes the tokens on the
-   * host: positions are bucketed by token there so each `dwte` row is one thread's ordered sum
-   * (deterministic, no atomics), as llm.c does.
+   * `out[b, t, :] = wte[tokens[b, t], :] + wpe[positions[b, t], :]`; tokens u32 `[B, T]`. Positions
+   * default to `t` (see {@linkcode EncoderOptions.positions} for packed or batched rows).
+   */
+  encoderForward(out: Tensor, tokens: Tensor, wte: Tensor, wpe: Tensor, opts: EncoderOptions): void;
+  /**
+   * Embedding backward; accumulates into `dwte [V, C]` and `dwpe [rows of wpe, C]`. Takes the tokens
+   * (and positions, when the forward had them) on the host: rows are bucketed by token there, and by
+   * position, so each `dwte` and `dwpe` row is one thread's ordered sum (deterministic, no atomics),
+   * as llm.c does.
    */
   encoderBackward(
     dwte: Tensor,
     dwpe: Tensor,
     dout: Tensor,
     tokens: Uint32Array,
-    opts: { B: number; T: number; C: number },
+    opts: EncoderBackwardOptions,
   ): void;
 
   // ---- optimizer and reductions --------------------------------------------------------------
@@ -313,6 +348,16 @@ export interface Backend {
     tokens: Tensor,
     opts: { rows: number; V: number; Vp?: number; temperature?: number },
   ): void;
+  /**
+   * `out[r] = -Σ_i p_i log p_i` with `p = softmax(logits[r, :V] / temperature)`: the policy's
+   * entropy per row (nats), computed where the logits are, so PPO logs it without downloading them.
+   * `Vp` is the row stride (default V); `temperature` defaults to 1 and must be > 0.
+   */
+  entropy(
+    out: Tensor,
+    logits: Tensor,
+    opts: { rows: number; V: number; Vp?: number; temperature?: number },
+  ): void;
 }
 
 /** Throws unless `t` holds at least `need` elements of `dtype`: catches shape mistakes early. */
@@ -332,6 +377,23 @@ export function checkAttentionDecode(out: Tensor, qkv: Tensor, opts: AttentionDe
     throw new Error(`attentionDecode: T (${T}) must be an integer in 1..Tmax (${Tmax})`);
   }
   checkTensor("attentionDecode", "out", out, B * C);
+  if (opts.lengths) checkTensor("attentionDecode", "lengths", opts.lengths, B, "u32");
+  if (opts.append) checkTensor("attentionDecode", "append", opts.append, B * 3 * C);
   checkTensor("attentionDecode", "qkv", qkv, ((B - 1) * Tmax + T) * 3 * C);
   return hs;
+}
+
+/** Validates {@linkcode Backend.entropy}'s arguments. */
+export function checkEntropy(
+  out: Tensor,
+  logits: Tensor,
+  rows: number,
+  V: number,
+  Vp: number,
+  temperature: number,
+): void {
+  if (!(temperature > 0)) throw new Error(`entropy: temperature must be > 0, got ${temperature}`);
+  if (V < 1 || V > Vp) throw new Error(`entropy: V (${V}) must be in 1..Vp (${Vp})`);
+  checkTensor("entropy", "out", out, rows);
+  checkTensor("entropy", "logits", logits, (rows - 1) * Vp + V);
 }

@@ -21,6 +21,7 @@ import {
   type AttentionOptions,
   type Backend,
   checkAttentionDecode,
+  checkEntropy,
   checkTensor,
   type CrossEntropyOptions,
   type DType,
@@ -125,24 +126,11 @@ export function createCpuBackend(options: CpuBackendOptions = {}): CpuBackend {
     },
 
     matmul(out, a, b, o: MatmulOptions) {
-      const { m, n, k } = o;
       const batch = o.batch ?? { count: 1, strideA: 0, strideB: 0, strideOut: 0 };
-      checkTensor("matmul", "out", out, (batch.count - 1) * batch.strideOut + m * n);
+      checkTensor("matmul", "out", out, (batch.count - 1) * batch.strideOut + o.m * o.n);
       const A = array(a), Bm = array(b), O = array(out), bias = o.bias ? array(o.bias) : null;
       for (let bi = 0; bi < batch.count; bi++) {
-        const ao = bi * batch.strideA, bo = bi * batch.strideB, oo = bi * batch.strideOut;
-        for (let i = 0; i < m; i++) {
-          for (let j = 0; j < n; j++) {
-            let acc = 0;
-            for (let p = 0; p < k; p++) {
-              const av = o.transA ? A[ao + p * m + i] : A[ao + i * k + p];
-              const bv = o.transB ? Bm[bo + j * k + p] : Bm[bo + p * n + j];
-              acc += av * bv;
-            }
-            if (bias) acc += bias[j];
-            O[oo + i * n + j] = o.accumulate ? O[oo + i * n + j] + acc : acc;
-          }
-        }
+        hostMatmul(O, A, Bm, bias, o, bi * batch.strideOut, bi * batch.strideA, bi * batch.strideB);
       }
     },
 
@@ -187,9 +175,12 @@ export function createCpuBackend(options: CpuBackendOptions = {}): CpuBackend {
 
     attentionForward(out, lse, qkv, opts) {
       const { B, T, C, NH } = opts, hs = C / NH, scale = 1 / Math.sqrt(hs);
-      const o = array(out), l = array(lse), q = array(qkv);
+      // The inputs as float64 (exact): the loops then see one array type, which V8 runs several times
+      // faster than loops over whichever typed array the storage is.
+      const o = array(out), l = array(lse), q = Float64Array.from(array(qkv));
       const allowed = attendsTo(opts);
-      const scores = new Float64Array(T);
+      // Scores, then their exponentials, of one query row; the weighted sum of values of one head.
+      const p = new Float64Array(T), acc = new Float64Array(hs);
       for (let b = 0; b < B; b++) {
         for (let h = 0; h < NH; h++) {
           for (let t = 0; t < T; t++) {
@@ -200,21 +191,19 @@ export function createCpuBackend(options: CpuBackendOptions = {}): CpuBackend {
               const ko = (b * T + s) * 3 * C + C + h * hs;
               let dot = 0;
               for (let i = 0; i < hs; i++) dot += q[qo + i] * q[ko + i];
-              scores[s] = dot * scale;
-              max = Math.max(max, scores[s]);
+              p[s] = dot * scale;
+              max = Math.max(max, p[s]);
             }
             let sum = 0;
-            for (let s = 0; s <= t; s++) if (allowed(b, t, s)) sum += Math.exp(scores[s] - max);
-            const oo = (b * T + t) * C + h * hs;
-            for (let i = 0; i < hs; i++) {
-              let acc = 0;
-              for (let s = 0; s <= t; s++) {
-                if (allowed(b, t, s)) {
-                  acc += Math.exp(scores[s] - max) * q[(b * T + s) * 3 * C + 2 * C + h * hs + i];
-                }
-              }
-              o[oo + i] = acc / sum;
+            acc.fill(0);
+            for (let s = 0; s <= t; s++) {
+              if (!allowed(b, t, s)) continue;
+              const e = Math.exp(p[s] - max), vo = (b * T + s) * 3 * C + 2 * C + h * hs;
+              sum += e;
+              for (let i = 0; i < hs; i++) acc[i] += e * q[vo + i];
             }
+            const oo = (b * T + t) * C + h * hs;
+            for (let i = 0; i < hs; i++) o[oo + i] = acc[i] / sum;
             l[(b * NH + h) * T + t] = max + Math.log(sum);
           }
         }
@@ -223,14 +212,26 @@ export function createCpuBackend(options: CpuBackendOptions = {}): CpuBackend {
     attentionDecode(out, qkv, opts) {
       const hs = checkAttentionDecode(out, qkv, opts);
       const { C, NH, T } = opts, B = opts.B ?? 1, Tmax = opts.Tmax ?? T, scale = 1 / Math.sqrt(hs);
-      const o = array(out), q = array(qkv);
+      const o = array(out), q = array(qkv), lengths = opts.lengths ? array(opts.lengths) : null;
+      lengths?.subarray(0, B).forEach((L, b) => {
+        if (!(L >= 1 && L <= T)) {
+          throw new Error(`attentionDecode: lengths[${b}] = ${L} is outside 1..T (${T})`);
+        }
+      });
+      if (opts.append) {
+        const fresh = array(opts.append);
+        for (let b = 0; b < B; b++) {
+          const L = lengths ? lengths[b] : T;
+          q.set(fresh.subarray(b * 3 * C, (b + 1) * 3 * C), (b * Tmax + L - 1) * 3 * C);
+        }
+      }
       const scores = new Float64Array(T);
       for (let b = 0; b < B; b++) {
-        const row = b * Tmax * 3 * C;
+        const row = b * Tmax * 3 * C, L = lengths ? lengths[b] : T;
         for (let h = 0; h < NH; h++) {
-          const qo = row + (T - 1) * 3 * C + h * hs;
+          const qo = row + (L - 1) * 3 * C + h * hs;
           let max = -Infinity;
-          for (let s = 0; s < T; s++) {
+          for (let s = 0; s < L; s++) {
             const ko = row + s * 3 * C + C + h * hs;
             let dot = 0;
             for (let i = 0; i < hs; i++) dot += q[qo + i] * q[ko + i];
@@ -238,13 +239,11 @@ export function createCpuBackend(options: CpuBackendOptions = {}): CpuBackend {
             max = Math.max(max, scores[s]);
           }
           let sum = 0;
-          for (let s = 0; s < T; s++) sum += Math.exp(scores[s] - max);
+          for (let s = 0; s < L; s++) sum += scores[s] = Math.exp(scores[s] - max);
           const oo = b * C + h * hs;
           for (let i = 0; i < hs; i++) {
             let acc = 0;
-            for (let s = 0; s < T; s++) {
-              acc += Math.exp(scores[s] - max) * q[row + s * 3 * C + 2 * C + h * hs + i];
-            }
+            for (let s = 0; s < L; s++) acc += scores[s] * q[row + s * 3 * C + 2 * C + h * hs + i];
             o[oo + i] = acc / sum;
           }
         }
@@ -252,9 +251,12 @@ export function createCpuBackend(options: CpuBackendOptions = {}): CpuBackend {
     },
     attentionBackward(dqkv, dout, qkv, out, lse, opts) {
       const { B, T, C, NH } = opts, hs = C / NH, scale = 1 / Math.sqrt(hs);
-      const dq = array(dqkv), d = array(dout), q = array(qkv), o = array(out), l = array(lse);
+      // float64 copies and a float64 gradient, written once: one array type in the loops (see
+      // attentionForward), and no rounding of the running sums in f32 mode.
+      const d = Float64Array.from(array(dout)), q = Float64Array.from(array(qkv));
+      const o = Float64Array.from(array(out)), l = Float64Array.from(array(lse));
+      const dq = new Float64Array(B * T * 3 * C);
       const allowed = attendsTo(opts);
-      dq.fill(0, 0, B * T * 3 * C);
       for (let b = 0; b < B; b++) {
         for (let h = 0; h < NH; h++) {
           for (let t = 0; t < T; t++) {
@@ -281,6 +283,7 @@ export function createCpuBackend(options: CpuBackendOptions = {}): CpuBackend {
           }
         }
       }
+      array(dqkv).set(dq.subarray(0, B * T * 3 * C));
     },
 
     crossEntropy(losses, logits, targets, o: CrossEntropyOptions) {
@@ -306,31 +309,34 @@ export function createCpuBackend(options: CpuBackendOptions = {}): CpuBackend {
       }
     },
 
-    encoderForward(out, tokens, wte, wpe, { B, T, C }) {
+    encoderForward(out, tokens, wte, wpe, { B, T, C, positions }) {
       const o = array(out), tk = array(tokens), te = array(wte), pe = array(wpe);
+      const pos = positions ? array(positions) : null;
+      if (pos) checkPositions("encoderForward", pos, B * T, wpe.length / C);
       for (let b = 0; b < B; b++) {
         for (let t = 0; t < T; t++) {
-          const token = tk[b * T + t];
-          for (let c = 0; c < C; c++) o[(b * T + t) * C + c] = te[token * C + c] + pe[t * C + c];
+          const token = tk[b * T + t], position = pos ? pos[b * T + t] : t;
+          for (let c = 0; c < C; c++) {
+            o[(b * T + t) * C + c] = te[token * C + c] + pe[position * C + c];
+          }
         }
       }
     },
-    encoderBackward(dwte, dwpe, dout, tokens, { B, T, C }) {
-      const dte = array(dwte), dpe = array(dwpe), d = array(dout);
-      for (let t = 0; t < T; t++) {
-        for (let c = 0; c < C; c++) {
-          let acc = 0;
-          for (let b = 0; b < B; b++) acc += d[(b * T + t) * C + c];
-          dpe[t * C + c] += acc;
-        }
-      }
-      const { count, data: bk } = tokenBuckets(tokens.subarray(0, B * T));
-      for (let i = 0; i < count; i++) {
-        const token = bk[i], start = bk[count + i], end = bk[count + i + 1];
-        for (let c = 0; c < C; c++) {
-          let acc = 0;
-          for (let j = start; j < end; j++) acc += d[bk[2 * count + 1 + j] * C + c];
-          dte[token * C + c] += acc;
+    encoderBackward(dwte, dwpe, dout, tokens, { B, T, C, hostPositions }) {
+      const d = array(dout);
+      if (hostPositions) checkPositions("encoderBackward", hostPositions, B * T, dwpe.length / C);
+      // Without positions, bucketing rows by t gives the same sums in the same order (b ascending).
+      const positions = hostPositions?.subarray(0, B * T) ??
+        Uint32Array.from({ length: B * T }, (_, i) => i % T);
+      for (const [grad, ids] of [[dwte, tokens.subarray(0, B * T)], [dwpe, positions]] as const) {
+        const g = array(grad), { count, data: bk } = tokenBuckets(ids);
+        for (let i = 0; i < count; i++) {
+          const row = bk[i], start = bk[count + i], end = bk[count + i + 1];
+          for (let c = 0; c < C; c++) {
+            let acc = 0;
+            for (let j = start; j < end; j++) acc += d[bk[2 * count + 1 + j] * C + c];
+            g[row * C + c] += acc;
+          }
         }
       }
     },
@@ -364,6 +370,8 @@ export function createCpuBackend(options: CpuBackendOptions = {}): CpuBackend {
       array(out)[0] = opts.mean ? sum / x.length : sum;
     },
     sumRows(out, inp, { rows, cols, accumulate }) {
+      checkTensor("sumRows", "inp", inp, rows * cols);
+      checkTensor("sumRows", "out", out, cols);
       const o = array(out), x = array(inp);
       for (let c = 0; c < cols; c++) {
         let acc = 0;
@@ -430,6 +438,21 @@ export function createCpuBackend(options: CpuBackendOptions = {}): CpuBackend {
         o[r] = x[r * Vp + tk[r]] / temperature - max - Math.log(sum);
       }
     },
+    entropy(out, logits, { rows, V, Vp = V, temperature = 1 }) {
+      checkEntropy(out, logits, rows, V, Vp, temperature);
+      const o = array(out), x = array(logits);
+      for (let r = 0; r < rows; r++) {
+        let max = -Infinity;
+        for (let i = 0; i < V; i++) max = Math.max(max, x[r * Vp + i] / temperature);
+        let sum = 0, weighted = 0;
+        for (let i = 0; i < V; i++) {
+          const z = x[r * Vp + i] / temperature - max, e = Math.exp(z);
+          sum += e;
+          weighted += e * z;
+        }
+        o[r] = Math.log(sum) - weighted / sum;
+      }
+    },
   };
   return backend;
 
@@ -438,5 +461,163 @@ export function createCpuBackend(options: CpuBackendOptions = {}): CpuBackend {
     if (!segments) return () => true;
     const seg = array(segments);
     return (b, t, s) => seg[b * T + s] === seg[b * T + t];
+  }
+}
+
+/** Throws unless `positions` has `n` entries, each a row of `wpe` (`rows` of them). */
+function checkPositions(op: string, positions: ArrayLike<number>, n: number, rows: number) {
+  if (positions.length < n) throw new Error(`${op}: positions has ${positions.length} entries, needs ${n}`);
+  for (let i = 0; i < n; i++) {
+    if (positions[i] >= rows) {
+      throw new Error(`${op}: position ${positions[i]} at [${i}] is outside wpe (${rows} rows)`);
+    }
+  }
+}
+
+/** Reused float64 work arrays of the host matmul (grown as needed; it never runs re-entrantly). */
+const scratchArrays: Float64Array[] = [];
+function scratch(slot: number, length: number): Float64Array {
+  if (!(scratchArrays[slot]?.length >= length)) scratchArrays[slot] = new Float64Array(length);
+  return scratchArrays[slot].subarray(0, length);
+}
+
+/** Rows of op(a) and columns of op(b) packed at a time: 2·64·k float64s stay in L2 up to k ≈ 1000. */
+const PANEL = 64;
+
+/**
+ * One `out (+)= op(A)·op(B) (+ bias)` on the host, at `oo`, `ao`, `bo` elements into the buffers.
+ *
+ * Hand-written because it bounds every CPU training step and no npm BLAS runs in Deno without
+ * native code. Panels of op(A) rows and op(B) columns are first copied into float64 scratch, each
+ * row of k contiguous (this hoists the transposes out of the inner loop and makes the kernel see one
+ * array type whatever the storage is: f32, f64 or f16), then {@linkcode dot4x4} computes 4×4 output
+ * blocks as 16 row dots (fewer than 4 rows skip the packing: {@linkcode fewRowsMatmul}). Every
+ * output is still one float64 sum over p = 0..k-1 in order, plus the bias, added to `out` last when
+ * accumulating: the same numbers as the naive triple loop.
+ */
+function hostMatmul(
+  O: Store,
+  A: Store,
+  B: Store,
+  bias: Store | null,
+  { m, n, k, transA, transB, accumulate }: MatmulOptions,
+  oo: number,
+  ao: number,
+  bo: number,
+): void {
+  if (m < 4) return fewRowsMatmul(O, A, B, bias, { m, n, k, transA, transB, accumulate }, oo, ao, bo);
+  const pa = scratch(0, Math.min(PANEL, m) * k), pb = scratch(1, Math.min(PANEL, n) * k);
+  const acc = scratch(2, 16);
+  for (let i0 = 0; i0 < m; i0 += PANEL) {
+    const mb = Math.min(PANEL, m - i0);
+    // pa[r, p] = op(A)[i0 + r, p]
+    if (transA) {
+      for (let p = 0; p < k; p++) for (let r = 0; r < mb; r++) pa[r * k + p] = A[ao + p * m + i0 + r];
+    } else {
+      for (let r = 0; r < mb; r++) {
+        for (let p = 0, row = ao + (i0 + r) * k; p < k; p++) pa[r * k + p] = A[row + p];
+      }
+    }
+    for (let j0 = 0; j0 < n; j0 += PANEL) {
+      const nb = Math.min(PANEL, n - j0);
+      // pb[c, p] = op(B)[p, j0 + c]
+      if (transB) {
+        for (let c = 0; c < nb; c++) {
+          for (let p = 0, row = bo + (j0 + c) * k; p < k; p++) pb[c * k + p] = B[row + p];
+        }
+      } else {
+        for (let p = 0; p < k; p++) for (let c = 0; c < nb; c++) pb[c * k + p] = B[bo + p * n + j0 + c];
+      }
+      for (let r = 0; r < mb; r += 4) {
+        const rows = Math.min(4, mb - r);
+        for (let c = 0; c < nb; c += 4) {
+          const cols = Math.min(4, nb - c);
+          if (rows === 4 && cols === 4) dot4x4(acc, pa, r * k, pb, c * k, k);
+          else dotEdge(acc, pa, r * k, rows, pb, c * k, cols, k);
+          for (let y = 0; y < rows; y++) {
+            for (let x = 0; x < cols; x++) {
+              const j = j0 + c + x, at = oo + (i0 + r + y) * n + j;
+              const v = bias ? acc[y * 4 + x] + bias[j] : acc[y * 4 + x];
+              O[at] = accumulate ? O[at] + v : v;
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/**
+ * {@linkcode hostMatmul} for fewer than 4 rows (generation's decode step), where packing op(B) would
+ * cost as much as the product: each row of op(A) is copied out, then dotted with B's rows (transB) or
+ * B's rows are accumulated into a float64 row, straight over the storage. Same sums, same order.
+ */
+function fewRowsMatmul(
+  O: Store,
+  A: Store,
+  B: Store,
+  bias: Store | null,
+  { m, n, k, transA, transB, accumulate }: MatmulOptions,
+  oo: number,
+  ao: number,
+  bo: number,
+): void {
+  const row = scratch(0, k), acc = scratch(1, n);
+  for (let i = 0; i < m; i++) {
+    for (let p = 0; p < k; p++) row[p] = transA ? A[ao + p * m + i] : A[ao + i * k + p];
+    if (transB) {
+      for (let j = 0; j < n; j++) {
+        let s = 0;
+        for (let p = 0, at = bo + j * k; p < k; p++) s += row[p] * B[at + p];
+        acc[j] = s;
+      }
+    } else {
+      acc.fill(0);
+      for (let p = 0; p < k; p++) {
+        const a = row[p];
+        for (let j = 0, at = bo + p * n; j < n; j++) acc[j] += a * B[at + j];
+      }
+    }
+    for (let j = 0; j < n; j++) {
+      const at = oo + i * n + j, v = bias ? acc[j] + bias[j] : acc[j];
+      O[at] = accumulate ? O[at] + v : v;
+    }
+  }
+}
+
+/** `acc[y·4 + x] = Σ_p a[ai + y·k + p] · b[bi + x·k + p]` for a 4×4 block: 16 sums in registers. */
+function dot4x4(acc: Float64Array, a: Float64Array, ai: number, b: Float64Array, bi: number, k: number) {
+  let s00 = 0, s01 = 0, s02 = 0, s03 = 0, s10 = 0, s11 = 0, s12 = 0, s13 = 0;
+  let s20 = 0, s21 = 0, s22 = 0, s23 = 0, s30 = 0, s31 = 0, s32 = 0, s33 = 0;
+  for (let p = 0; p < k; p++) {
+    const a0 = a[ai + p], a1 = a[ai + k + p], a2 = a[ai + 2 * k + p], a3 = a[ai + 3 * k + p];
+    const b0 = b[bi + p], b1 = b[bi + k + p], b2 = b[bi + 2 * k + p], b3 = b[bi + 3 * k + p];
+    s00 += a0 * b0, s01 += a0 * b1, s02 += a0 * b2, s03 += a0 * b3;
+    s10 += a1 * b0, s11 += a1 * b1, s12 += a1 * b2, s13 += a1 * b3;
+    s20 += a2 * b0, s21 += a2 * b1, s22 += a2 * b2, s23 += a2 * b3;
+    s30 += a3 * b0, s31 += a3 * b1, s32 += a3 * b2, s33 += a3 * b3;
+  }
+  acc[0] = s00, acc[1] = s01, acc[2] = s02, acc[3] = s03, acc[4] = s10, acc[5] = s11, acc[6] = s12;
+  acc[7] = s13, acc[8] = s20, acc[9] = s21, acc[10] = s22, acc[11] = s23, acc[12] = s30, acc[13] = s31;
+  acc[14] = s32, acc[15] = s33;
+}
+
+/** {@linkcode dot4x4} for the partial blocks at the panel edges (`rows`, `cols` ≤ 4). */
+function dotEdge(
+  acc: Float64Array,
+  a: Float64Array,
+  ai: number,
+  rows: number,
+  b: Float64Array,
+  bi: number,
+  cols: number,
+  k: number,
+) {
+  for (let y = 0; y < rows; y++) {
+    for (let x = 0; x < cols; x++) {
+      let s = 0;
+      for (let p = 0; p < k; p++) s += a[ai + y * k + p] * b[bi + x * k + p];
+      acc[y * 4 + x] = s;
+    }
   }
 }

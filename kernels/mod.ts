@@ -20,6 +20,8 @@ export type {
   Backend,
   CrossEntropyOptions,
   DType,
+  EncoderBackwardOptions,
+  EncoderOptions,
   HostArray,
   MatmulOptions,
   SampleOptions,

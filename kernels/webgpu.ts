@@ -17,6 +17,7 @@ import {
   type AttentionOptions,
   type Backend,
   checkAttentionDecode,
+  checkEntropy,
   checkTensor,
   type CrossEntropyOptions,
   type DType,
@@ -25,7 +26,7 @@ import {
   type SampleOptions,
   type Tensor,
 } from "./backend.ts";
-import { tokenBuckets } from "./host.ts";
+import { type TokenBuckets, tokenBuckets } from "./host.ts";
 import {
   attentionBackwardKeyKernel,
   attentionBackwardQueryKernel,
@@ -34,10 +35,18 @@ import {
   attentionRowDotKernel,
   ATTN_ROWS,
 } from "./wgsl/attention.ts";
-import { argmaxKernel, crossEntropyKernel, logSoftmaxGatherKernel, sampleKernel } from "./wgsl/classifier.ts";
+import {
+  argmaxKernel,
+  crossEntropyKernel,
+  entropyKernel,
+  logSoftmaxGatherKernel,
+  sampleKernel,
+} from "./wgsl/classifier.ts";
 import {
   addKernel,
+  copyF32Kernel,
   copyKernel,
+  fillF32Kernel,
   fillKernel,
   geluBackwardKernel,
   geluForwardKernel,
@@ -62,7 +71,9 @@ import {
   reduceFinalKernel,
   reduceGroups,
   reducePartialKernel,
+  SUM_ROWS_BLOCK,
   sumRowsKernel,
+  sumRowsPartialKernel,
 } from "./wgsl/optimizer.ts";
 
 /** Options of {@linkcode createWebGpuBackend}. */
@@ -96,6 +107,7 @@ const BYTES: Record<DType, number> = { f32: 4, u32: 4, f16: 2 };
 const MAX_GROUPS = 65535;
 const UNIFORM_CHUNK = 65536;
 const PROFILE_CAPACITY = 2048; // dispatches timed a submit (a query set holds at most 4096 queries)
+const BIND_GROUP_CACHE = 8192; // bind groups kept (a GPT-2 step binds a few hundred distinct ones)
 
 interface UniformChunk {
   buffer: GPUBuffer;
@@ -218,7 +230,49 @@ export function createWebGpuBackend(
     new Uint32Array(buffer.getMappedRange()).set(data);
     buffer.unmap();
     oneShot.push(buffer);
+    oneShotBuffers.add(buffer);
     return { storage: new GpuStorage(buffer, buffer.size), offset: 0, length: data.length, dtype: "u32" };
+  };
+
+  // Bind groups, cached: creating one is most of a dispatch's host cost (~10-25 µs through Deno),
+  // and a training or decode step binds the same buffers at the same uniform slots every time (the
+  // ring restarts at each submit). Keyed by kernel, slot and buffer identities; a bind group holding
+  // a one-shot buffer (destroyed after its submit) is never cached.
+  const bindGroups = new Map<string, GPUBindGroup>();
+  const bufferIds = new WeakMap<GPUBuffer, number>();
+  let nextBufferId = 0;
+  const oneShotBuffers = new WeakSet<GPUBuffer>();
+  const bufferId = (b: GPUBuffer) => {
+    let id = bufferIds.get(b);
+    if (id === undefined) bufferIds.set(b, id = nextBufferId++);
+    return id;
+  };
+  const bindGroupFor = (
+    name: string,
+    p: GPUComputePipeline,
+    uniform: GPUBuffer,
+    offset: number,
+    bytes: number,
+    tensors: Tensor[],
+  ): GPUBindGroup => {
+    const buffers = tensors.map((t) => storage(t).buffer);
+    const cacheable = !buffers.some((b) => oneShotBuffers.has(b));
+    const key = cacheable ? `${name}|${bufferId(uniform)}:${offset}|${buffers.map(bufferId).join(",")}` : "";
+    let group = cacheable ? bindGroups.get(key) : undefined;
+    if (!group) {
+      group = device.createBindGroup({
+        layout: p.getBindGroupLayout(0),
+        entries: [
+          { binding: 0, resource: { buffer: uniform, offset, size: bytes } },
+          ...buffers.map((buffer, i) => ({ binding: i + 1, resource: { buffer } })),
+        ],
+      });
+      if (cacheable) {
+        if (bindGroups.size >= BIND_GROUP_CACHE) bindGroups.clear(); // bounded; steady loops refill it
+        bindGroups.set(key, group);
+      }
+    }
+    return group;
   };
 
   const uniformSlot = (bytes: number): [UniformChunk, number] => {
@@ -261,13 +315,7 @@ export function createWebGpuBackend(
       else view.setFloat32(at, params[i], true);
     });
     const p = pipeline(kernel);
-    const bindGroup = device.createBindGroup({
-      layout: p.getBindGroupLayout(0),
-      entries: [
-        { binding: 0, resource: { buffer: chunk.buffer, offset, size: bytes } },
-        ...tensors.map((t, i) => ({ binding: i + 1, resource: { buffer: storage(t).buffer } })),
-      ],
-    });
+    const bindGroup = bindGroupFor(kernel.name, p, chunk.buffer, offset, bytes, tensors);
     encoder ??= device.createCommandEncoder();
     if (profile) {
       querySet ??= device.createQuerySet({ type: "timestamp", count: 2 * PROFILE_CAPACITY });
@@ -352,6 +400,23 @@ export function createWebGpuBackend(
 
   const elementwise = (kernel: Kernel, tensors: Tensor[], n: number, ...params: number[]) => {
     if (n > 0) run(kernel, tensors, [n, ...params], Math.ceil(n / WG));
+  };
+  /**
+   * Records an elementwise kernel over `n` elements: its vec4 form (four a thread) when every
+   * elementwise tensor's offset is a multiple of 4, else one element a thread. `extra` tensors
+   * (bound after them) are read as they are.
+   */
+  const elementwiseWide = (
+    kernel: (vec4: boolean) => Kernel,
+    tensors: Tensor[],
+    extra: Tensor[],
+    n: number,
+    ...params: number[]
+  ) => {
+    if (n === 0) return;
+    const vec4 = tensors.every((t) => t.offset % 4 === 0);
+    const threads = vec4 ? Math.floor(n / 4) + 1 : n;
+    run(kernel(vec4), [...tensors, ...extra], [n, ...params], Math.ceil(threads / WG));
   };
   const zero = (s: GpuStorage) =>
     run(
@@ -464,23 +529,26 @@ export function createWebGpuBackend(
     },
 
     fill(t, value) {
-      elementwise(fillKernel(t.dtype), [t], t.length, value);
+      if (t.dtype === "f32") elementwiseWide(fillF32Kernel, [t], [], t.length, value);
+      else elementwise(fillKernel(t.dtype), [t], t.length, value);
     },
     copy(dst, src) {
       checkTensor("copy", "src", src, dst.length, src.dtype);
-      elementwise(copyKernel(dst.dtype, src.dtype), [dst, src], dst.length);
+      if (dst.dtype === "f32" && src.dtype === "f32") {
+        elementwiseWide(copyF32Kernel, [dst, src], [], dst.length);
+      } else elementwise(copyKernel(dst.dtype, src.dtype), [dst, src], dst.length);
     },
     scale(out, inp, alpha) {
-      elementwise(scaleKernel(), [out, inp], out.length, alpha);
+      elementwiseWide(scaleKernel, [out, inp], [], out.length, alpha);
     },
     add(out, a, b) {
-      elementwise(addKernel(), [out, a, b], out.length);
+      elementwiseWide(addKernel, [out, a, b], [], out.length);
     },
     geluForward(out, inp) {
-      elementwise(geluForwardKernel(), [out, inp], out.length);
+      elementwiseWide(geluForwardKernel, [out, inp], [], out.length);
     },
     geluBackward(dinp, inp, dout) {
-      elementwise(geluBackwardKernel(), [dinp, inp, dout], dinp.length);
+      elementwiseWide(geluBackwardKernel, [dinp, inp, dout], [], dinp.length);
     },
 
     matmul(out, a, b, o: MatmulOptions) {
@@ -521,12 +589,14 @@ export function createWebGpuBackend(
     },
 
     layernormForward(out, mean, rstd, inp, weight, bias, { rows, C, eps = 1e-5 }) {
-      run(layernormForwardKernel(), [out, mean, rstd, inp, weight, bias], [rows, C, eps], rows);
+      const vec4 = C % 4 === 0 && [out, inp, weight, bias].every((t) => t.offset % 4 === 0);
+      run(layernormForwardKernel(vec4), [out, mean, rstd, inp, weight, bias], [rows, C, eps], rows);
     },
     layernormBackward(dinp, dweight, dbias, dout, inp, weight, mean, rstd, { rows, C }) {
       const blocks = Math.ceil(rows / LN_BACKWARD_ROWS);
       const partial = scratchTensor(blocks * 2 * C);
-      run(layernormBackwardKernel(), [dinp, partial, dout, inp, weight, mean, rstd], [rows, C], blocks);
+      const vec4 = C % 4 === 0 && [dinp, dout, inp, weight].every((t) => t.offset % 4 === 0);
+      run(layernormBackwardKernel(vec4), [dinp, partial, dout, inp, weight, mean, rstd], [rows, C], blocks);
       run(layernormBackwardReduceKernel(), [dweight, dbias, partial], [blocks, C], Math.ceil(C / WG));
     },
 
@@ -545,7 +615,13 @@ export function createWebGpuBackend(
       if (NH > MAX_GROUPS || B > MAX_GROUPS) {
         throw new Error(`attentionDecode: B (${B}) and NH (${NH}) must be at most ${MAX_GROUPS}`);
       }
-      run(attentionDecodeKernel(hs), [out, qkv], [T, opts.Tmax ?? T, C, 1 / Math.sqrt(hs)], [NH, B, 1]);
+      const { lengths, append } = opts;
+      run(
+        attentionDecodeKernel(hs),
+        [out, qkv, lengths ?? none("u32"), append ?? none("f32")],
+        [T, opts.Tmax ?? T, C, 1 / Math.sqrt(hs), lengths ? 1 : 0, append ? 1 : 0],
+        [NH, B, 1],
+      );
     },
     attentionBackward(dqkv, dout, qkv, out, lse, opts) {
       const { B, T, C, NH } = opts, hs = checkAttention(opts);
@@ -581,21 +657,46 @@ export function createWebGpuBackend(
       );
     },
 
-    encoderForward(out, tokens, wte, wpe, { B, T, C }) {
-      elementwise(encoderForwardKernel(), [out, tokens, wte, wpe], B * T * C, T, C);
+    encoderForward(out, tokens, wte, wpe, { B, T, C, positions }) {
+      if (positions) checkTensor("encoderForward", "positions", positions, B * T, "u32");
+      elementwise(
+        encoderForwardKernel(),
+        [out, tokens, wte, wpe, positions ?? none("u32")],
+        B * T * C,
+        T,
+        C,
+        positions ? 1 : 0,
+      );
     },
-    encoderBackward(dwte, dwpe, dout, tokens, { B, T, C }) {
-      elementwise(encoderBackwardPositionKernel(), [dwpe, dout], T * C, B);
-      const { count, data } = tokenBuckets(tokens.subarray(0, B * T));
-      elementwise(encoderBackwardTokenKernel(), [dwte, dout, hostTensor(data)], count * C, count, C);
+    encoderBackward(dwte, dwpe, dout, tokens, { B, T, C, hostPositions }) {
+      // Rows bucketed by position, like dwte's by token (checked before anything is recorded).
+      let byPosition: TokenBuckets | null = null;
+      if (hostPositions) {
+        if (hostPositions.length < B * T) {
+          throw new Error(
+            `encoderBackward: hostPositions has ${hostPositions.length} entries, needs ${B * T}`,
+          );
+        }
+        byPosition = tokenBuckets(hostPositions.subarray(0, B * T));
+        const last = byPosition.data[byPosition.count - 1]; // buckets are sorted: the largest position
+        if ((last + 1) * C > dwpe.length) {
+          throw new Error(`encoderBackward: position ${last} is outside wpe (${dwpe.length / C} rows)`);
+        }
+      }
+      const bucketed = (grad: Tensor, { count, data }: TokenBuckets) =>
+        elementwise(encoderBackwardTokenKernel(), [grad, dout, hostTensor(data)], count * C, count, C);
+      bucketed(dwte, tokenBuckets(tokens.subarray(0, B * T)));
+      if (byPosition) bucketed(dwpe, byPosition);
+      else elementwise(encoderBackwardPositionKernel(), [dwpe, dout], T * C, B);
     },
 
     adamw(params, grads, m, v, o: AdamWOptions) {
       const n = params.length;
       const [decayStart, decayEnd] = o.decayRange ?? [0, n];
-      elementwise(
-        adamwKernel(),
-        [params, grads, m, v, o.gradScale ?? none("f32")],
+      elementwiseWide(
+        adamwKernel,
+        [params, grads, m, v],
+        [o.gradScale ?? none("f32")],
         n,
         o.lr,
         o.beta1,
@@ -619,7 +720,15 @@ export function createWebGpuBackend(
       reduce(out, inp, false, opts.mean ? 1 : 0);
     },
     sumRows(out, inp, { rows, cols, accumulate }) {
-      elementwise(sumRowsKernel(), [out, inp], cols, rows, accumulate ? 1 : 0);
+      checkTensor("sumRows", "inp", inp, rows * cols);
+      checkTensor("sumRows", "out", out, cols);
+      if (rows <= SUM_ROWS_BLOCK) {
+        return elementwise(sumRowsKernel(), [out, inp], cols, rows, accumulate ? 1 : 0);
+      }
+      // Two passes (blocks of rows, then the blocks in order): a fixed order, so still deterministic.
+      const blocks = Math.ceil(rows / SUM_ROWS_BLOCK), partial = scratchTensor(blocks * cols);
+      elementwise(sumRowsPartialKernel(), [partial, inp], blocks * cols, rows, cols);
+      elementwise(sumRowsKernel(), [out, partial], cols, blocks, accumulate ? 1 : 0);
     },
 
     sample(tokens, logits, o: SampleOptions) {
@@ -637,6 +746,10 @@ export function createWebGpuBackend(
     },
     logSoftmaxGather(out, logits, tokens, { rows, V, Vp = V, temperature = 1 }) {
       run(logSoftmaxGatherKernel(), [out, logits, tokens], [rows, V, Vp, temperature], rows);
+    },
+    entropy(out, logits, { rows, V, Vp = V, temperature = 1 }) {
+      checkEntropy(out, logits, rows, V, Vp, temperature);
+      run(entropyKernel(), [out, logits], [rows, V, Vp, temperature], rows);
     },
   };
   return backend;

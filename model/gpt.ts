@@ -10,10 +10,15 @@
  * The ops are recorded, not run: on WebGPU a whole step goes to the device as one command buffer,
  * and nothing is read back until someone downloads a tensor.
  *
- * Other stages reuse the pieces: SFT passes a loss mask and segment ids (packed conversations);
- * a reward model or PPO value head applies its own projection to {@linkcode Activations.lnf} (the
- * final LayerNorm output, see {@linkcode ScalarHead}) and hands its gradient to
- * {@linkcode GPT.backwardTrunk}.
+ * Other stages reuse the pieces: SFT passes a loss mask, segment ids and position ids (packed
+ * conversations, each starting at position 0); a reward model or PPO value head runs the forward
+ * with `logits: false`, applies its own projection to {@linkcode Activations.lnf} (the final
+ * LayerNorm output) and hands its gradient to {@linkcode GPT.backwardTrunk}.
+ *
+ * Mixed precision (`precision: "mixed"`, backends with f16 tensors): every matmul reads f16 inputs
+ * (an f16 copy of the weights, {@linkcode GPT.refreshHalf}ed after each optimizer step, and f16
+ * copies of the activations that feed matmuls) and accumulates in f32; the master weights,
+ * gradients, LayerNorm, attention, softmax and the optimizer stay f32.
  *
  * @example One training step on the CPU
  * ```ts
@@ -35,20 +40,32 @@ import type { Backend, Tensor } from "../kernels/backend.ts";
 import type { GPTConfig } from "./config.ts";
 import type { ParamEntry, ParamLayout } from "./params.ts";
 
-/** One block's activations, kept from the forward for the backward. */
+/**
+ * Numeric precision of a model's matmuls: `fp32` everywhere, or `mixed`: f16 storage of the matmul
+ * inputs (weights and activations), f32 accumulation, f32 master weights, gradients and optimizer.
+ */
+export type Precision = "fp32" | "mixed";
+
+/** One block's activations, kept from the forward for the backward. Matmul inputs are f16 under mixed precision. */
 interface LayerActs {
+  /** ln_1 output: f16 under mixed precision (only matmuls read it). */
   ln1: Tensor;
   ln1Mean: Tensor;
   ln1Rstd: Tensor;
   qkv: Tensor;
+  /** Attention output, f32 (the attention backward reads it). */
   atty: Tensor;
+  /** Its f16 copy for the projection matmuls (mixed precision only). */
+  attyHalf?: Tensor;
   lse: Tensor;
   /** Residual stream after attention. */
   res2: Tensor;
+  /** ln_2 output: f16 under mixed precision. */
   ln2: Tensor;
   ln2Mean: Tensor;
   ln2Rstd: Tensor;
   fch: Tensor;
+  /** GELU output: f16 under mixed precision. */
   fchGelu: Tensor;
   /** Residual stream after the MLP: the block's output. */
   res3: Tensor;
@@ -64,11 +81,20 @@ export interface Activations {
   targets: Tensor;
   mask?: Tensor;
   segments?: Tensor;
+  /** Whether the last forward used segment ids (its backward repeats the same attention). */
+  segmented: boolean;
+  /** u32 position ids `[B·T]`, allocated by the first forward that passes them. */
+  positions?: Tensor;
+  /** The last forward's position ids on the host (the embedding backward takes them there); absent: 0..T−1. */
+  hostPositions?: Uint32Array;
   /** What the loss is divided by: the mask's sum, or B·T. */
   lossNorm: number;
   encoded: Tensor;
   layers: LayerActs[];
+  /** Final LayerNorm output `[B·T, C]`, f32: what a scalar head reads. */
   lnf: Tensor;
+  /** Its f16 copy for the language-model head (mixed precision only). */
+  lnfHalf?: Tensor;
   lnfMean: Tensor;
   lnfRstd: Tensor;
   /** `[B·T, V]` logits; after a forward with targets, the gradient of the loss with respect to them. */
@@ -80,6 +106,7 @@ export interface Activations {
   dC: Tensor;
   dC2: Tensor;
   dqkv: Tensor;
+  /** `[B·T, 4C]` backward scratch; under mixed precision the forward stages f32 op outputs in it. */
   dfch: Tensor;
   /** Scalar scratch: the summed loss. */
   lossSum: Tensor;
@@ -95,6 +122,16 @@ export interface ForwardOptions {
   lossMask?: Float32Array;
   /** Segment ids `[B·T]` for packed sequences (attention stays inside a segment). */
   segments?: Int32Array;
+  /**
+   * Position ids `[B·T]`, each below the context (packed sequences: each segment restarts at 0).
+   * Default: 0..T−1 in every row.
+   */
+  positions?: Int32Array | Uint32Array;
+  /**
+   * Compute the `[B·T, V]` logits (default true). Scalar-head models (reward model, value function)
+   * pass false: the forward stops at {@linkcode Activations.lnf} and `acts.logits` is not written.
+   */
+  logits?: boolean;
   /** Factor on the gradient (1 / micro-batches under gradient accumulation). Default 1. */
   gradScale?: number;
 }
@@ -148,33 +185,70 @@ function views(backend: Backend, flat: Tensor, layout: ParamLayout): ParamViews 
   };
 }
 
+/** Options of the {@linkcode GPT} constructor. */
+export interface GPTOptions {
+  /** Allocate a gradient buffer. */
+  training?: boolean;
+  /** `fp32` (default) or `mixed`: f16 matmul inputs, f32 accumulation (needs `backend.hasF16`). */
+  precision?: Precision;
+}
+
 /** A GPT on a backend: its parameters (and, for training, gradients) live on the device. */
 export class GPT {
   readonly config: GPTConfig;
-  /** The flat parameter buffer. */
+  readonly precision: Precision;
+  /** The flat parameter buffer (f32 master weights). */
   readonly params: Tensor;
   readonly p: ParamViews;
   /** The flat gradient buffer (training only). */
   readonly grads?: Tensor;
   readonly g?: ParamViews;
+  /** f16 copy of {@linkcode params} that the matmuls read (mixed precision only). */
+  readonly half?: Tensor;
+  /**
+   * The weights matmuls read: views of {@linkcode half} under mixed precision, else {@linkcode p}
+   * (biases and LayerNorm parameters always come from `p`: f32). A decoder uses these too.
+   */
+  readonly matmulWeights: ParamViews;
 
   constructor(
     readonly backend: Backend,
     readonly layout: ParamLayout,
     params: Float32Array,
-    options: { training?: boolean } = {},
+    options: GPTOptions = {},
   ) {
     if (params.length !== layout.total) {
       throw new Error(`parameter buffer has ${params.length} elements, the layout needs ${layout.total}`);
     }
     this.config = layout.config;
+    this.precision = options.precision ?? "fp32";
+    if (this.precision === "mixed" && !backend.hasF16) {
+      throw new Error(
+        `precision "mixed" needs f16 tensors, which this ${backend.name} backend (${backend.description}) ` +
+          `does not have (WebGPU: no "shader-f16" feature); use precision "fp32"`,
+      );
+    }
     this.params = backend.alloc(layout.total);
     backend.upload(this.params, params);
     this.p = views(backend, this.params, layout);
+    this.matmulWeights = this.p;
+    if (this.precision === "mixed") {
+      this.half = backend.alloc(layout.total, "f16");
+      this.matmulWeights = views(backend, this.half, layout);
+      this.refreshHalf();
+    }
     if (options.training) {
       this.grads = backend.alloc(layout.total);
       this.g = views(backend, this.grads, layout);
     }
+  }
+
+  /**
+   * Records the f16 copy of the weights from the f32 master weights (mixed precision; a no-op
+   * otherwise). The optimizer calls it after each update; call it after writing {@linkcode params}.
+   */
+  refreshHalf(): void {
+    if (this.half) this.backend.copy(this.half, this.params);
   }
 
   /** Allocates activation buffers for B sequences of T tokens (`mask`/`segments`: SFT inputs). */
@@ -182,11 +256,15 @@ export class GPT {
     const { layers: L, dim: C, heads: NH, vocab: V, context } = this.config;
     if (T > context) throw new Error(`sequence length ${T} exceeds the model's context ${context}`);
     const owned: Tensor[] = [];
-    const alloc = (n: number, dtype: "f32" | "u32" = "f32") => {
+    const alloc = (n: number, dtype: "f32" | "u32" | "f16" = "f32") => {
       const t = this.backend.alloc(n, dtype);
       owned.push(t);
       return t;
     };
+    const mixed = this.half !== undefined;
+    // Under mixed precision the tensors only matmuls read are stored f16; atty and lnf have other readers.
+    const matmulInput = (n: number) => alloc(n, mixed ? "f16" : "f32");
+    const halfCopy = (n: number) => mixed ? alloc(n, "f16") : undefined;
     const BT = B * T;
     return {
       B,
@@ -196,24 +274,27 @@ export class GPT {
       targets: alloc(BT, "u32"),
       mask: options.mask ? alloc(BT) : undefined,
       segments: options.segments ? alloc(BT, "u32") : undefined,
+      segmented: false,
       lossNorm: BT,
       encoded: alloc(BT * C),
       layers: Array.from({ length: L }, () => ({
-        ln1: alloc(BT * C),
+        ln1: matmulInput(BT * C),
         ln1Mean: alloc(BT),
         ln1Rstd: alloc(BT),
         qkv: alloc(BT * 3 * C),
         atty: alloc(BT * C),
+        attyHalf: halfCopy(BT * C),
         lse: alloc(B * NH * T),
         res2: alloc(BT * C),
-        ln2: alloc(BT * C),
+        ln2: matmulInput(BT * C),
         ln2Mean: alloc(BT),
         ln2Rstd: alloc(BT),
         fch: alloc(BT * 4 * C),
-        fchGelu: alloc(BT * 4 * C),
+        fchGelu: matmulInput(BT * 4 * C),
         res3: alloc(BT * C),
       })),
       lnf: alloc(BT * C),
+      lnfHalf: halfCopy(BT * C),
       lnfMean: alloc(BT),
       lnfRstd: alloc(BT),
       logits: alloc(BT * V),
@@ -240,39 +321,71 @@ export class GPT {
   forward(acts: Activations, inputs: Int32Array | Uint32Array, options: ForwardOptions = {}): void {
     const bk = this.backend;
     const { B, T } = acts;
-    const { dim: C, heads: NH, vocab: V } = this.config;
+    const { dim: C, vocab: V } = this.config;
     const BT = B * T;
     if (inputs.length !== BT) throw new Error(`expected ${BT} input tokens, got ${inputs.length}`);
+    const withLogits = options.logits ?? true;
+    if (options.targets && !withLogits) throw new Error("forward: targets need the logits (logits: false)");
+    if (options.positions) this.checkPositions(acts, options.positions);
     acts.hostTokens.set(inputs);
     bk.upload(acts.tokens, acts.hostTokens);
+    acts.segmented = options.segments !== undefined;
     if (options.segments) {
       if (!acts.segments) throw new Error("these activations were allocated without segments");
       bk.upload(acts.segments, options.segments);
     }
-    const attention = { B, T, C, NH, segments: options.segments ? acts.segments : undefined };
+    acts.hostPositions = options.positions && Uint32Array.from(options.positions);
+    if (acts.hostPositions) {
+      if (!acts.positions) {
+        acts.positions = bk.alloc(BT, "u32");
+        acts.owned.push(acts.positions);
+      }
+      bk.upload(acts.positions, acts.hostPositions);
+    }
+    const attention = this.attentionOptions(acts);
+    const w = this.matmulWeights;
+    // Under mixed precision an op whose output feeds a matmul writes f32 into scratch (dfch is free
+    // until the backward), which is then cast into the f16 activation.
+    const intoMatmulInput = (dst: Tensor, op: (out: Tensor) => void) => {
+      if (dst.dtype === "f32") return op(dst);
+      const staged = bk.view(acts.dfch, 0, dst.length);
+      op(staged);
+      bk.copy(dst, staged);
+    };
+    const half = (t: Tensor, copy: Tensor | undefined) => {
+      if (copy) bk.copy(copy, t);
+      return copy ?? t;
+    };
 
-    bk.encoderForward(acts.encoded, acts.tokens, this.p.wte, this.p.wpe, { B, T, C });
+    const positions = acts.hostPositions && acts.positions;
+    bk.encoderForward(acts.encoded, acts.tokens, this.p.wte, this.p.wpe, { B, T, C, positions });
     let residual = acts.encoded;
     for (let l = 0; l < this.config.layers; l++) {
-      const w = this.p.layers[l], a = acts.layers[l];
-      bk.layernormForward(a.ln1, a.ln1Mean, a.ln1Rstd, residual, w.ln1w, w.ln1b, { rows: BT, C });
-      bk.matmul(a.qkv, a.ln1, w.qkvw, { m: BT, n: 3 * C, k: C, bias: w.qkvb });
+      const p = this.p.layers[l], lw = w.layers[l], a = acts.layers[l];
+      intoMatmulInput(a.ln1, (out) => {
+        bk.layernormForward(out, a.ln1Mean, a.ln1Rstd, residual, p.ln1w, p.ln1b, { rows: BT, C });
+      });
+      bk.matmul(a.qkv, a.ln1, lw.qkvw, { m: BT, n: 3 * C, k: C, bias: p.qkvb });
       bk.attentionForward(a.atty, a.lse, a.qkv, attention);
       // res2 = residual + atty · W + b: the projection accumulates onto a copy of the stream.
       bk.copy(a.res2, residual);
-      bk.matmul(a.res2, a.atty, w.attprojw, { m: BT, n: C, k: C, bias: w.attprojb, accumulate: true });
-      bk.layernormForward(a.ln2, a.ln2Mean, a.ln2Rstd, a.res2, w.ln2w, w.ln2b, { rows: BT, C });
-      bk.matmul(a.fch, a.ln2, w.fcw, { m: BT, n: 4 * C, k: C, bias: w.fcb });
-      bk.geluForward(a.fchGelu, a.fch);
+      const atty = half(a.atty, a.attyHalf);
+      bk.matmul(a.res2, atty, lw.attprojw, { m: BT, n: C, k: C, bias: p.attprojb, accumulate: true });
+      intoMatmulInput(a.ln2, (out) => {
+        bk.layernormForward(out, a.ln2Mean, a.ln2Rstd, a.res2, p.ln2w, p.ln2b, { rows: BT, C });
+      });
+      bk.matmul(a.fch, a.ln2, lw.fcw, { m: BT, n: 4 * C, k: C, bias: p.fcb });
+      intoMatmulInput(a.fchGelu, (out) => bk.geluForward(out, a.fch));
       bk.copy(a.res3, a.res2);
-      bk.matmul(a.res3, a.fchGelu, w.fcprojw, { m: BT, n: C, k: 4 * C, bias: w.fcprojb, accumulate: true });
+      bk.matmul(a.res3, a.fchGelu, lw.fcprojw, { m: BT, n: C, k: 4 * C, bias: p.fcprojb, accumulate: true });
       residual = a.res3;
     }
     bk.layernormForward(acts.lnf, acts.lnfMean, acts.lnfRstd, residual, this.p.lnfw, this.p.lnfb, {
       rows: BT,
       C,
     });
-    bk.matmul(acts.logits, acts.lnf, this.p.wte, { m: BT, n: V, k: C, transB: true });
+    if (!withLogits) return;
+    bk.matmul(acts.logits, half(acts.lnf, acts.lnfHalf), w.wte, { m: BT, n: V, k: C, transB: true });
 
     if (options.targets) {
       if (options.targets.length !== BT) {
@@ -302,8 +415,9 @@ export class GPT {
     const BT = acts.B * acts.T;
     const { dim: C, vocab: V } = this.config;
     // acts.logits holds dloss/dlogits (crossEntropy overwrote it).
-    bk.matmul(acts.dC, acts.logits, this.p.wte, { m: BT, n: C, k: V });
-    bk.matmul(g.wte, acts.logits, acts.lnf, { m: V, n: C, k: BT, transA: true, accumulate: true });
+    bk.matmul(acts.dC, acts.logits, this.matmulWeights.wte, { m: BT, n: C, k: V });
+    const lnf = acts.lnfHalf ?? acts.lnf;
+    bk.matmul(g.wte, acts.logits, lnf, { m: V, n: C, k: BT, transA: true, accumulate: true });
     this.backwardTrunk(acts, acts.dC);
   }
 
@@ -317,8 +431,8 @@ export class GPT {
     const g = this.needGrads();
     const { B, T } = acts;
     const BT = B * T;
-    const { dim: C, heads: NH, layers: L } = this.config;
-    const attention = { B, T, C, NH, segments: acts.segments };
+    const { dim: C, layers: L } = this.config;
+    const attention = this.attentionOptions(acts);
     const dres = acts.dresidual;
 
     bk.fill(dres, 0);
@@ -328,7 +442,8 @@ export class GPT {
       C,
     });
     for (let l = L - 1; l >= 0; l--) {
-      const w = this.p.layers[l], dw = g.layers[l], a = acts.layers[l];
+      // Matmuls read `w` (f16 under mixed precision); LayerNorm reads the f32 gains in `p`.
+      const p = this.p.layers[l], w = this.matmulWeights.layers[l], dw = g.layers[l], a = acts.layers[l];
       const input = l > 0 ? acts.layers[l - 1].res3 : acts.encoded;
       // MLP: res3 = res2 + gelu(ln2 · fcw + fcb) · fcprojw + fcprojb
       bk.matmul(acts.dfch, dres, w.fcprojw, { m: BT, n: 4 * C, k: C, transB: true });
@@ -338,24 +453,25 @@ export class GPT {
       bk.matmul(acts.dC, acts.dfch, w.fcw, { m: BT, n: C, k: 4 * C, transB: true });
       bk.matmul(dw.fcw, a.ln2, acts.dfch, { m: C, n: 4 * C, k: BT, transA: true, accumulate: true });
       bk.sumRows(dw.fcb, acts.dfch, { rows: BT, cols: 4 * C, accumulate: true });
-      bk.layernormBackward(dres, dw.ln2w, dw.ln2b, acts.dC, a.res2, w.ln2w, a.ln2Mean, a.ln2Rstd, {
+      bk.layernormBackward(dres, dw.ln2w, dw.ln2b, acts.dC, a.res2, p.ln2w, a.ln2Mean, a.ln2Rstd, {
         rows: BT,
         C,
       });
       // Attention: res2 = input + attention(ln1 · qkvw + qkvb) · attprojw + attprojb
       bk.matmul(acts.dC2, dres, w.attprojw, { m: BT, n: C, k: C, transB: true });
-      bk.matmul(dw.attprojw, a.atty, dres, { m: C, n: C, k: BT, transA: true, accumulate: true });
+      const atty = a.attyHalf ?? a.atty;
+      bk.matmul(dw.attprojw, atty, dres, { m: C, n: C, k: BT, transA: true, accumulate: true });
       bk.sumRows(dw.attprojb, dres, { rows: BT, cols: C, accumulate: true });
       bk.attentionBackward(acts.dqkv, acts.dC2, a.qkv, a.atty, a.lse, attention);
       bk.matmul(acts.dC, acts.dqkv, w.qkvw, { m: BT, n: C, k: 3 * C, transB: true });
       bk.matmul(dw.qkvw, a.ln1, acts.dqkv, { m: C, n: 3 * C, k: BT, transA: true, accumulate: true });
       bk.sumRows(dw.qkvb, acts.dqkv, { rows: BT, cols: 3 * C, accumulate: true });
-      bk.layernormBackward(dres, dw.ln1w, dw.ln1b, acts.dC, input, w.ln1w, a.ln1Mean, a.ln1Rstd, {
+      bk.layernormBackward(dres, dw.ln1w, dw.ln1b, acts.dC, input, p.ln1w, a.ln1Mean, a.ln1Rstd, {
         rows: BT,
         C,
       });
     }
-    bk.encoderBackward(g.wte, g.wpe, dres, acts.hostTokens, { B, T, C });
+    bk.encoderBackward(g.wte, g.wpe, dres, acts.hostTokens, { B, T, C, hostPositions: acts.hostPositions });
   }
 
   /** Records `lossOut[0] = Σ losses / norm · factor` on the device (no readback). */
@@ -383,10 +499,31 @@ export class GPT {
     this.backend.fill(this.grads!, 0);
   }
 
-  /** Frees the parameter and gradient buffers. */
+  /** Frees the parameter, f16 copy and gradient buffers. */
   dispose(): void {
     this.backend.free(this.params);
+    if (this.half) this.backend.free(this.half);
     if (this.grads) this.backend.free(this.grads);
+  }
+
+  /** Throws unless `positions` has B·T entries, each below the context (wpe's rows). */
+  private checkPositions(acts: Activations, positions: Int32Array | Uint32Array): void {
+    const BT = acts.B * acts.T, { context } = this.config;
+    if (positions.length !== BT) throw new Error(`expected ${BT} positions, got ${positions.length}`);
+    for (let i = 0; i < BT; i++) {
+      if (positions[i] < 0 || positions[i] >= context) {
+        throw new RangeError(
+          `forward: positions[${i}] (row ${Math.floor(i / acts.T)}, column ${i % acts.T}) is ` +
+            `${positions[i]}, outside the model's context 0..${context - 1}`,
+        );
+      }
+    }
+  }
+
+  /** The attention options of the last forward on `acts` (its segment ids, if it had them). */
+  private attentionOptions(acts: Activations) {
+    const { dim: C, heads: NH } = this.config;
+    return { B: acts.B, T: acts.T, C, NH, segments: acts.segmented ? acts.segments : undefined };
   }
 
   private needGrads(): ParamViews {

@@ -6,6 +6,7 @@
  * ```ts
  * import { sampleCommand } from "./sample_cli.ts";
  * await sampleCommand([".kiln/artifacts/pretrain/0123abcd", "--prompt", "Once upon a time", "--tokens", "50"]);
+ * await sampleCommand([".kiln/artifacts/pretrain/0123abcd", "--prompt", "The", "--prompt", "A", "--samples", "4"]);
  * ```
  * @module
  */
@@ -17,57 +18,79 @@ import { loadTokenizer } from "../tokenizer/load.ts";
 import { END_OF_TEXT } from "../tokenizer/tokenizer.ts";
 import { loadModelDir } from "./checkpoint.ts";
 import { GPT } from "./gpt.ts";
-import { generate } from "./generate.ts";
+import { generateBatch } from "./generate.ts";
 
 /** Usage text of the command. */
 export const SAMPLE_USAGE = `kiln sample <checkpoint-dir> [options]
 
-Generates a continuation of a prompt with a trained model.
+Generates continuations of prompts with a trained model, all decoded together in one batch.
 
 Options:
-  --prompt TEXT        text to continue (default: start of a document)
+  --prompt TEXT        text to continue; repeat it for several prompts (default: start of a document)
   --tokens N           tokens to generate at most (default 100)
   --temperature T      0 for greedy decoding (default 0.8)
   --top-k K            sample among the K most likely tokens (default 40; 0: all)
   --top-p P            nucleus sampling: the most likely tokens covering P (default 1)
   --beams N            beam search with N beams (deterministic)
   --seed N             sampling seed (default 1)
-  --samples N          how many samples to print (default 1)
+  --samples N          samples per prompt (default 1)
   --tokenizer PATH     tokenizer file or name (default: <checkpoint-dir>/tokenizer.json, else gpt2)
-  --backend B          auto, webgpu or cpu (default auto)`;
+  --backend B          auto, webgpu or cpu (default auto)
+  --json               one JSON object a line per sample: prompt, sample, completion, ids, finish
+                       (ids: the generated token ids; finish: "stop" at <|endoftext|>, else "length")`;
 
-function number(value: string | undefined, flag: string, fallback: number): number {
+/** A flag's value as a number, which must pass `ok` (`expects` says what it must be). */
+function number(
+  value: string | undefined,
+  flag: string,
+  fallback: number,
+  ok: (n: number) => boolean,
+  expects: string,
+): number {
   if (value === undefined) return fallback;
   const n = Number(value);
-  if (!Number.isFinite(n)) throw new KilnError(`kiln sample: ${flag} expects a number, got "${value}"`);
+  if (value.trim() === "" || !Number.isFinite(n) || !ok(n)) {
+    throw new KilnError(`kiln sample: ${flag} expects ${expects}, got "${value}"`);
+  }
   return n;
 }
 
+const count = (min: number) => (n: number) => Number.isInteger(n) && n >= min;
+
 /**
  * Runs `kiln sample` with the arguments after `sample`; writes the samples to `write` (default
- * stdout). Returns the generated texts.
+ * stdout), under a `--- prompt i, sample j` line when there are several (or as JSON lines with
+ * `--json`). Returns the generated
+ * texts, prompt by prompt, each with its prompt in front.
  */
 export async function sampleCommand(
   args: string[],
   write: (text: string) => void = (text) => console.log(text),
 ): Promise<string[]> {
-  const { values, positionals } = parseArgs({
-    args,
-    allowPositionals: true,
-    options: {
-      prompt: { type: "string", default: "" },
-      tokens: { type: "string" },
-      temperature: { type: "string" },
-      "top-k": { type: "string" },
-      "top-p": { type: "string" },
-      beams: { type: "string" },
-      seed: { type: "string" },
-      samples: { type: "string" },
-      tokenizer: { type: "string" },
-      backend: { type: "string", default: "auto" },
-      help: { type: "boolean", short: "h" },
-    },
-  });
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args,
+      allowPositionals: true,
+      options: {
+        prompt: { type: "string", multiple: true },
+        tokens: { type: "string" },
+        temperature: { type: "string" },
+        "top-k": { type: "string" },
+        "top-p": { type: "string" },
+        beams: { type: "string" },
+        seed: { type: "string" },
+        samples: { type: "string" },
+        tokenizer: { type: "string" },
+        backend: { type: "string", default: "auto" },
+        json: { type: "boolean" },
+        help: { type: "boolean", short: "h" },
+      },
+    });
+  } catch (e) {
+    throw new KilnError(`kiln sample: ${(e as Error).message}\n\n${SAMPLE_USAGE}`);
+  }
+  const { values, positionals } = parsed;
   if (values.help) {
     write(SAMPLE_USAGE);
     return [];
@@ -79,35 +102,49 @@ export async function sampleCommand(
   if (backendName !== "auto" && backendName !== "cpu" && backendName !== "webgpu") {
     throw new KilnError(`kiln sample: --backend must be auto, webgpu or cpu, got "${backendName}"`);
   }
+  const options = {
+    maxTokens: number(values.tokens, "--tokens", 100, count(0), "an integer ≥ 0"),
+    temperature: number(values.temperature, "--temperature", 0.8, (t) => t >= 0, "a number ≥ 0"),
+    topK: number(values["top-k"], "--top-k", 40, count(0), "an integer ≥ 0"),
+    topP: number(values["top-p"], "--top-p", 1, (p) => p > 0 && p <= 1, "a number in (0, 1]"),
+    beams: number(values.beams, "--beams", 1, count(1), "an integer ≥ 1"),
+    seed: number(values.seed, "--seed", 1, count(0), "an integer ≥ 0"),
+  };
+  const samples = number(values.samples, "--samples", 1, count(1), "an integer ≥ 1");
   const dir = positionals[0];
   const { layout, params } = await loadModelDir(dir);
   const own = join(dir, "tokenizer.json");
   const tokenizerSource = values.tokenizer ?? (await Deno.stat(own).then(() => own, () => "gpt2"));
   const tokenizer = await loadTokenizer(tokenizerSource);
+  if (tokenizer.vocabSize > layout.config.vocab) {
+    throw new KilnError(
+      `kiln sample: the tokenizer (${tokenizerSource}) has ${tokenizer.vocabSize} ids, more than the ` +
+        `model's vocabulary of ${layout.config.vocab}: pass the tokenizer the model was trained with (--tokenizer)`,
+    );
+  }
+  const endOfText = tokenizer.specialTokens[END_OF_TEXT];
+  const texts = values.prompt ?? [""];
+  const prompts = texts.map((text) => (text ? tokenizer.encode(text) : [endOfText ?? 0]));
   const backend = await createBackend({ backend: backendName, log: () => {} });
   const model = new GPT(backend, layout, params);
-  const endOfText = tokenizer.specialTokens[END_OF_TEXT];
-  const prompt = values.prompt ? tokenizer.encode(values.prompt) : [endOfText ?? 0];
-  const samples = number(values.samples, "--samples", 1);
-  const seed = number(values.seed, "--seed", 1);
-  const texts: string[] = [];
   try {
-    for (let i = 0; i < samples; i++) {
-      const { ids } = await generate(model, prompt, {
-        maxTokens: number(values.tokens, "--tokens", 100),
-        temperature: number(values.temperature, "--temperature", 0.8),
-        topK: number(values["top-k"], "--top-k", 40),
-        topP: number(values["top-p"], "--top-p", 1),
-        beams: number(values.beams, "--beams", 1),
-        stop: endOfText === undefined ? [] : [endOfText],
-        seed: seed + i,
-      });
-      const text = values.prompt + tokenizer.decode(ids.filter((t) => t !== endOfText));
-      texts.push(text);
-      write(samples > 1 ? `--- sample ${i + 1}\n${text}` : text);
-    }
+    const rows = await generateBatch(model, prompts.flatMap((p) => Array(samples).fill(p)), {
+      ...options,
+      stop: endOfText === undefined ? [] : [endOfText],
+    });
+    return rows.map(({ ids, finish }, r) => {
+      const i = Math.floor(r / samples), j = r % samples;
+      const completion = tokenizer.decode(ids.filter((t) => t !== endOfText));
+      if (values.json) {
+        write(JSON.stringify({ prompt: texts[i], sample: j + 1, completion, ids, finish }));
+      } else {
+        const header = [texts.length > 1 ? `prompt ${i + 1}` : "", samples > 1 ? `sample ${j + 1}` : ""];
+        const title = header.filter(Boolean).join(", ");
+        write(title ? `--- ${title}\n${texts[i]}${completion}` : texts[i] + completion);
+      }
+      return texts[i] + completion;
+    });
   } finally {
     model.dispose();
   }
-  return texts;
 }

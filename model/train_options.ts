@@ -41,3 +41,11 @@ export function optimizerOptions(defaults: { lr: number; warmup: number; weightD
 
 /** Compute backend: `auto` uses WebGPU when an adapter is available, else the CPU. */
 export const backendOption = z.enum(["auto", "cpu", "webgpu"]).default("auto");
+
+/**
+ * Matmul precision: `fp32`, or `mixed`: f16 storage of the matmul inputs (weights and activations)
+ * with f32 accumulation, master weights, gradients and optimizer. `mixed` needs f16 tensors: the CPU
+ * backend has them, WebGPU only with the adapter feature `shader-f16`; without it the stage fails
+ * with a config error rather than silently training in fp32.
+ */
+export const precisionOption = z.enum(["fp32", "mixed"]).default("fp32");

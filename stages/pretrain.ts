@@ -12,19 +12,24 @@
  * cursor and sampling RNG are checkpointed; a rerun resumes from there and, on the CPU backend,
  * reproduces the uninterrupted run's losses and final weights exactly.
  *
+ * `precision: "mixed"` stores the matmul inputs in f16 (weights copied from the f32 master weights
+ * after each step, activations cast as they are produced) and keeps accumulation, gradients and
+ * AdamW in f32; it needs a backend with f16 tensors (WebGPU: `shader-f16`), else a config error.
+ *
  * @example
  * ```ts
  * import { pretrain } from "./pretrain.ts";
  * pretrain({ model: { layers: 6, dim: 384, heads: 6, context: 256 }, steps: 2000, batch: 16 });
  * pretrain({ init: "models/gpt2", steps: 500, lr: 1e-4 }); // continue training a local GPT-2
+ * pretrain({ init: "models/gpt2", backend: "webgpu", precision: "mixed" }); // f16 matmul inputs (shader-f16)
  * ```
  * @module
  */
 import { z } from "zod";
-import { backendOption, optimizerOptions, positiveInt } from "../model/train_options.ts";
+import { backendOption, optimizerOptions, positiveInt, precisionOption } from "../model/train_options.ts";
 import { basename } from "node:path";
 import { defineStage } from "../pipeline/stage.ts";
-import { DataError, InterruptedError, KilnError } from "../pipeline/errors.ts";
+import { ConfigError, DataError, InterruptedError, KilnError } from "../pipeline/errors.ts";
 import { loadTokenizer } from "../tokenizer/load.ts";
 import { END_OF_TEXT, type Tokenizer } from "../tokenizer/tokenizer.ts";
 import { createBackend } from "../kernels/device.ts";
@@ -79,6 +84,8 @@ const schema = z.object({
   /** Save a resumable checkpoint every this many steps. */
   checkpointEvery: positiveInt.default(250),
   backend: backendOption,
+  /** `fp32`, or `mixed`: f16 matmul inputs with f32 accumulation and master weights (needs f16 support). */
+  precision: precisionOption,
 }).strict();
 
 /** The config of {@linkcode pretrain}. */
@@ -175,9 +182,20 @@ export const pretrain = defineStage({
     }
 
     const backend = await createBackend({ backend: cfg.backend, log: (line) => ctx.log(line) });
+    if (cfg.precision === "mixed" && !backend.hasF16) {
+      backend.destroy();
+      throw new ConfigError(
+        "pretrain",
+        ["precision"],
+        [
+          `"mixed" needs f16 tensors, which the ${backend.name} backend (${backend.description}) does not have`,
+          `(WebGPU needs the adapter feature "shader-f16"); use precision "fp32", or backend "cpu" (which has f16)`,
+        ].join(" "),
+      );
+    }
     ctx.log(
-      `training ${layout.total.toLocaleString("en")} parameters on ${backend.name}: ${cfg.steps} steps of ` +
-        `${cfg.batch}×${seqLen}×${cfg.gradAccum} tokens`,
+      `training ${layout.total.toLocaleString("en")} parameters on ${backend.name} in ${cfg.precision}: ` +
+        `${cfg.steps} steps of ${cfg.batch}×${seqLen}×${cfg.gradAccum} tokens`,
     );
     const trainer = await Trainer.create(backend, layout, {
       params: resumed?.params ?? initial?.params ?? initParams(layout, cfg.seed),
@@ -188,6 +206,7 @@ export const pretrain = defineStage({
       seqLen,
       adamw: { beta1: cfg.beta1, beta2: cfg.beta2, eps: cfg.eps, weightDecay: cfg.weightDecay },
       clip: cfg.clip,
+      precision: cfg.precision,
     });
     try {
       const checkpoint = async () => {
@@ -287,6 +306,7 @@ export const pretrain = defineStage({
       ctx.stats.set("tokens", step * tokensPerStep);
       ctx.stats.set("parameters", layout.total);
       ctx.stats.set("backend", backend.name);
+      ctx.stats.set("precision", cfg.precision);
     } finally {
       trainer.dispose();
     }

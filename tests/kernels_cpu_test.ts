@@ -3,7 +3,7 @@
  * (run in float64 so the differences are exact to ~1e-9), segment masking, sampling semantics, the
  * optimizer and the backend choice. The WebGPU kernels are then tested against this reference.
  */
-import { deepStrictEqual, equal, match, ok } from "node:assert";
+import { deepStrictEqual, equal, match, ok, throws } from "node:assert";
 import { createCpuBackend } from "../kernels/cpu.ts";
 import { createBackend } from "../kernels/device.ts";
 import { tokenBuckets, uniformDraw } from "../kernels/host.ts";
@@ -187,6 +187,51 @@ Deno.test("embedding backward matches finite differences and sums repeated token
   deepStrictEqual([...values(dwte).subarray(2 * C, 3 * C)], [0, 0, 0], "token 2 does not occur");
 });
 
+Deno.test("embedding with explicit positions: backward matches finite differences; 0..T-1 is the default", () => {
+  const r = rng(20), B = 2, T = 5, C = 3, V = 4, P = 6;
+  // Two packed examples in row 0 (positions restart), a left-offset row 1; position 2 repeats.
+  const tokens = new Uint32Array([1, 3, 1, 0, 2, 3, 3, 0, 1, 2]);
+  const positions = new Uint32Array([0, 1, 2, 0, 1, 2, 3, 4, 5, 2]);
+  const wte = tensor(randomFloats(r, V * C)),
+    wpe = tensor(randomFloats(r, P * C)),
+    w = tensor(randomFloats(r, B * T * C));
+  const out = zeros(B * T * C), tk = tensor(tokens, "u32"), pos = tensor(positions, "u32");
+  const loss = () => (cpu.encoderForward(out, tk, wte, wpe, { B, T, C, positions: pos }), dot(w, out));
+  loss();
+  for (const [i, p] of [[3, 0], [7, 4], [9, 2]]) {
+    assertClose(
+      values(out).subarray(i * C, i * C + C),
+      [0, 1, 2].map((c) => values(wte)[tokens[i] * C + c] + values(wpe)[p * C + c]),
+      `out row ${i}`,
+      1e-15,
+      0,
+    );
+  }
+  const dwte = zeros(V * C), dwpe = zeros(P * C);
+  cpu.encoderBackward(dwte, dwpe, w, tokens, { B, T, C, hostPositions: positions });
+  checkGradient("wte", loss, wte, dwte, 12);
+  checkGradient("wpe", loss, wpe, dwpe, 18);
+
+  const plain = { out: zeros(B * T * C), dwte: zeros(V * C), dwpe: zeros(P * C) };
+  const explicit = { out: zeros(B * T * C), dwte: zeros(V * C), dwpe: zeros(P * C) };
+  const counting = new Uint32Array(B * T).map((_, i) => i % T);
+  cpu.encoderForward(plain.out, tk, wte, wpe, { B, T, C });
+  cpu.encoderBackward(plain.dwte, plain.dwpe, w, tokens, { B, T, C });
+  cpu.encoderForward(explicit.out, tk, wte, wpe, { B, T, C, positions: tensor(counting, "u32") });
+  cpu.encoderBackward(explicit.dwte, explicit.dwpe, w, tokens, { B, T, C, hostPositions: counting });
+  for (const k of ["out", "dwte", "dwpe"] as const) {
+    deepStrictEqual([...values(explicit[k])], [...values(plain[k])], `${k}: default == explicit 0..T-1`);
+  }
+  throws(
+    () => cpu.encoderBackward(dwte, zeros(5 * C), w, tokens, { B, T, C, hostPositions: positions }),
+    /encoderBackward: position 5 at \[8\] is outside wpe \(5 rows\)/,
+  );
+  throws(
+    () => cpu.encoderForward(out, tk, wte, wpe, { B, T, C, positions: tensor([0, 1], "u32") }),
+    /needs 10/,
+  );
+});
+
 Deno.test("token buckets list each token's positions in order", () => {
   const { count, data } = tokenBuckets(new Uint32Array([7, 3, 7, 7, 0]));
   equal(count, 3);
@@ -256,6 +301,22 @@ Deno.test("logSoftmaxGather is log π of the chosen token", () => {
   cpu.logSoftmaxGather(out, logits, tokens, { rows: 2, V: 3, temperature: 2 });
   const z = Math.exp(0.5) + Math.exp(1) + Math.exp(1.5);
   assertClose(values(out), [1.5 - Math.log(z), -Math.log(3)], "log π", 1e-12);
+});
+
+Deno.test("entropy is -Σ p log p of the tempered softmax; padding ignored; no overflow", () => {
+  const r = rng(21), rows = 3, V = 7, Vp = 9;
+  const x = randomFloats(r, rows * Vp, 3);
+  x.fill(NaN, V, Vp); // padding of row 0 must not be read
+  x.fill(0, Vp, Vp + V); // row 1 uniform: log V
+  x.set([3e4, 0, 0, 0, 0, 0, 0], 2 * Vp); // row 2 one-hot: 0, without overflow
+  const out = zeros(rows);
+  cpu.entropy(out, tensor(x), { rows, V, Vp, temperature: 0.7 });
+  const z = [...x.subarray(0, V)].map((v) => Math.exp(v / 0.7));
+  const p = z.map((v) => v / z.reduce((a, b) => a + b));
+  const expected = -p.reduce((s, q) => s + q * Math.log(q), 0);
+  assertClose(values(out), [expected, Math.log(V), 0], "entropy", 1e-12, 1e-12);
+  throws(() => cpu.entropy(out, tensor(x), { rows, V, temperature: 0 }), /temperature must be > 0/);
+  throws(() => cpu.entropy(zeros(4), tensor(x), { rows: 4, V, Vp }), /logits has 27 elements, needs 34/);
 });
 
 Deno.test("createBackend: cpu on request, and KILN_BACKEND=cpu overrides auto, each with one line", async () => {

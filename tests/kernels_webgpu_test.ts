@@ -139,27 +139,44 @@ test("matmul with f16 storage (where the device has shader-f16)", async () => {
   assertClose(await run(gpu!), await run(cpu), "f16 matmul", 1e-3, 1e-3);
 });
 
-test("elementwise: fill, copy, scale, add, GELU forward and backward (views at odd offsets)", async () => {
-  const r = rng(4), n = 1031;
-  await compare({
-    inputs: { x: randomFloats(r, n, 5), y: randomFloats(r, n), d: randomFloats(r, n) },
-    outputs: { copied: n, scaled: n, sum: n, gelu: n, dgelu: n, filled: n },
-    offset: 3,
-    op: (be, t) => {
-      be.copy(t.copied, t.x);
-      be.scale(t.scaled, t.x, -0.37);
-      be.add(t.sum, t.x, t.y);
-      be.geluForward(t.gelu, t.x);
-      be.geluBackward(t.dgelu, t.x, t.d);
-      be.fill(t.filled, 2.5);
-    },
+// Offsets that are multiples of 4 take the vec4 kernels (n % 4 elements done one by one after the
+// last full vec4); any other offset the scalar ones. n = 3 is all tail.
+for (const [n, offset] of [[1031, 3], [1031, 4], [3, 0]]) {
+  const form = offset % 4 === 0 ? "vec4" : "scalar";
+  test(`elementwise: fill, copy, scale, add, GELU forward and backward (${form}, n ${n}, offset ${offset})`, async () => {
+    const r = rng(4 + n);
+    await compare({
+      inputs: { x: randomFloats(r, n, 5), y: randomFloats(r, n), d: randomFloats(r, n) },
+      outputs: { copied: n, scaled: n, sum: n, gelu: n, dgelu: n, filled: n },
+      offset,
+      op: (be, t) => {
+        be.copy(t.copied, t.x);
+        be.scale(t.scaled, t.x, -0.37);
+        be.add(t.sum, t.x, t.y);
+        be.geluForward(t.gelu, t.x);
+        be.geluBackward(t.dgelu, t.x, t.d);
+        be.fill(t.filled, 2.5);
+      },
+    });
   });
+}
+
+test("elementwise vec4 tails write nothing past the view", async () => {
+  const be = gpu!, buffer = be.alloc(13);
+  be.fill(buffer, 7);
+  const view = be.view(buffer, 4, 5); // one vec4 and a tail of 1
+  be.add(view, view, view);
+  be.scale(be.view(buffer, 0, 3), be.view(buffer, 0, 3), 2); // a tail alone
+  const [all] = await be.download(buffer);
+  deepStrictEqual([...all], [14, 14, 14, 7, 14, 14, 14, 14, 14, 7, 7, 7, 7]);
 });
 
-test("layernorm forward and backward (accumulating), C not a multiple of 4, C above the workgroup size", async () => {
+test("layernorm forward and backward (accumulating): scalar and vec4 rows, C above the workgroup size", async () => {
   const r = rng(5);
-  for (const [rows, C] of [[7, 67], [40, 300]]) {
+  // [rows, C, offset]: C % 4 == 0 at an aligned offset reads rows as vec4 (1028: 257 vec4s a row).
+  for (const [rows, C, offset] of [[7, 67, 0], [9, 300, 2], [40, 300, 0], [5, 1028, 4]]) {
     await compare({
+      offset,
       inputs: { inp: randomFloats(r, rows * C, 3), weight: randomFloats(r, C), bias: randomFloats(r, C) },
       outputs: { out: rows * C, mean: rows, rstd: rows },
       op: (be, t) => be.layernormForward(t.out, t.mean, t.rstd, t.inp, t.weight, t.bias, { rows, C }),
@@ -169,6 +186,7 @@ test("layernorm forward and backward (accumulating), C not a multiple of 4, C ab
       {
         inputs: { inp: x, weight: w, bias: b, dout: randomFloats(r, rows * C) },
         outputs: { dinp: randomFloats(r, rows * C), dweight: randomFloats(r, C), dbias: randomFloats(r, C) },
+        offset,
         op: (be, t) => {
           const out = be.alloc(rows * C), mean = be.alloc(rows), rstd = be.alloc(rows);
           be.layernormForward(out, mean, rstd, t.inp, t.weight, t.bias, { rows, C });
@@ -262,7 +280,7 @@ test("cross-entropy with padding, a weighted mask, and count normalisation", asy
   });
 });
 
-test("embedding forward and backward (repeated tokens, accumulating)", async () => {
+test("embedding forward and backward (repeated tokens, accumulating; explicit positions)", async () => {
   const r = rng(9), B = 3, T = 11, C = 13, V = 7;
   const tokens = randomInts(r, B * T, V);
   await compare({
@@ -279,46 +297,69 @@ test("embedding forward and backward (repeated tokens, accumulating)", async () 
       be.encoderBackward(t.dwte, t.dwpe, t.dout, tokens, { B, T, C });
     },
   });
+  // Explicit positions (packed rows restarting at 0, a row starting late, repeats), views at offset 3.
+  const P = T + 4, positions = Uint32Array.from({ length: B * T }, (_, i) => (i % 4) + 2 * Math.floor(i / T));
+  await compare({
+    inputs: {
+      tokens,
+      positions,
+      wte: randomFloats(r, V * C),
+      wpe: randomFloats(r, P * C),
+      dout: randomFloats(r, B * T * C),
+    },
+    outputs: { out: B * T * C, dwte: randomFloats(r, V * C), dwpe: randomFloats(r, P * C) },
+    offset: 3,
+    op: (be, t) => {
+      be.encoderForward(t.out, t.tokens, t.wte, t.wpe, { B, T, C, positions: t.positions });
+      be.encoderBackward(t.dwte, t.dwpe, t.dout, tokens, { B, T, C, hostPositions: positions });
+    },
+  });
 });
 
-test("adamw with a decay range and an on-device clip factor; norm, sum, mean, column sums", async () => {
+test("adamw (vec4 and scalar) with a decay range and an on-device clip factor; norm, sum, mean, column sums", async () => {
   const r = rng(10), n = 5003;
-  await compare(
-    {
-      inputs: { grads: randomFloats(r, n) },
-      outputs: {
-        params: randomFloats(r, n),
-        m: randomFloats(r, n, 0.1),
-        v: Float32Array.from(randomFloats(r, n), Math.abs),
-        norm: 1,
-        clip: 1,
+  // Offset 0: the vec4 form with a tail of 3 and decay bounds inside a vec4; offset 1: scalar.
+  for (const offset of [0, 1]) {
+    await compare(
+      {
+        inputs: { grads: randomFloats(r, n) },
+        outputs: {
+          params: randomFloats(r, n),
+          m: randomFloats(r, n, 0.1),
+          v: Float32Array.from(randomFloats(r, n), Math.abs),
+          norm: 1,
+          clip: 1,
+        },
+        op: (be, t) => {
+          be.globalNorm(t.norm, t.grads);
+          be.clipScale(t.clip, t.norm, 1);
+          const o = {
+            lr: 1e-3,
+            beta1: 0.9,
+            beta2: 0.95,
+            eps: 1e-8,
+            weightDecay: 0.1,
+            step: 3,
+            decayRange: [101, 4002] as [number, number],
+          };
+          be.adamw(t.params, t.grads, t.m, t.v, { ...o, gradScale: t.clip });
+        },
+        offset,
       },
-      op: (be, t) => {
-        be.globalNorm(t.norm, t.grads);
-        be.clipScale(t.clip, t.norm, 1);
-        const o = {
-          lr: 1e-3,
-          beta1: 0.9,
-          beta2: 0.95,
-          eps: 1e-8,
-          weightDecay: 0.1,
-          step: 3,
-          decayRange: [100, 4000] as [number, number],
-        };
-        be.adamw(t.params, t.grads, t.m, t.v, { ...o, gradScale: t.clip });
-      },
-    },
-    1e-4,
-    1e-6,
-  );
+      1e-4,
+      1e-6,
+    );
+  }
   await compare(
     {
       inputs: { x: randomFloats(r, 70001) },
-      outputs: { sum: 1, mean: 1, columns: randomFloats(r, 37) },
+      outputs: { sum: 1, mean: 1, columns: randomFloats(r, 37), tall: 130 },
       op: (be, t) => {
         be.sum(t.sum, t.x);
         be.sum(t.mean, t.x, { mean: true });
         be.sumRows(t.columns, be.view(t.x, 0, 29 * 37), { rows: 29, cols: 37, accumulate: true });
+        // Over 64 rows: blocks of rows, then the blocks (a partial last block).
+        be.sumRows(t.tall, be.view(t.x, 5, 301 * 130), { rows: 301, cols: 130 });
       },
     },
     1e-3,
@@ -326,15 +367,28 @@ test("adamw with a decay range and an on-device clip factor; norm, sum, mean, co
   );
 });
 
-test("sampling: argmax and log π exactly; draws agree with the reference and respect top-k/top-p", async () => {
+test("sampling: argmax, log π and entropy; draws agree with the reference and respect top-k/top-p", async () => {
   const r = rng(11), rows = 48, V = 300, Vp = 301;
   const logits = randomFloats(r, rows * Vp, 3);
   await compare({
     inputs: { logits, chosen: randomInts(r, rows, V) },
-    outputs: { greedy: ["u32", rows], logp: rows },
+    outputs: { greedy: ["u32", rows], logp: rows, entropy: rows },
+    offset: 1,
     op: (be, t) => {
       be.argmax(t.greedy, t.logits, { rows, V, Vp });
       be.logSoftmaxGather(t.logp, t.logits, t.chosen, { rows, V, Vp, temperature: 0.8 });
+      be.entropy(t.entropy, t.logits, { rows, V, Vp, temperature: 0.8 });
+    },
+  });
+  // Long rows (16 logits a thread), half of them rising: the one-read online max rescales often.
+  const long = randomFloats(r, 3 * 4004, 6);
+  long.subarray(0, 4004).sort();
+  await compare({
+    inputs: { logits: long, chosen: randomInts(r, 3, 4001) },
+    outputs: { logp: 3, entropy: 3 },
+    op: (be, t) => {
+      be.logSoftmaxGather(t.logp, t.logits, t.chosen, { rows: 3, V: 4001, Vp: 4004, temperature: 1.3 });
+      be.entropy(t.entropy, t.logits, { rows: 3, V: 4001, Vp: 4004, temperature: 1.3 });
     },
   });
   for (
@@ -375,4 +429,22 @@ test("one step recorded in one encoder: ops see each other's results without a r
   be.free(x);
   const reused = be.alloc(8); // from the pool: zeroed again
   deepStrictEqual([...(await be.download(reused))[0]], new Array(8).fill(0));
+});
+
+test("a step recorded again (cached bind groups) reads the new data, also in reused pool buffers", async () => {
+  const be = gpu!;
+  const step = async (a: Tensor, b: Tensor, out: Tensor, data: number[]) => {
+    be.upload(a, data);
+    be.add(out, a, b);
+    be.scale(out, out, 2);
+    return [...(await be.download(out))[0]];
+  };
+  const a = be.alloc(4), b = be.alloc(4), out = be.alloc(4);
+  be.upload(b, [10, 20, 30, 40]);
+  deepStrictEqual(await step(a, b, out, [1, 2, 3, 4]), [22, 44, 66, 88]);
+  deepStrictEqual(await step(a, b, out, [5, 6, 7, 8]), [30, 52, 74, 96]); // same slots, same buffers
+  be.free(a);
+  const c = be.alloc(4), out2 = be.alloc(4); // c: a's buffer again, bound where b was
+  be.upload(c, [1, 1, 1, 1]);
+  deepStrictEqual(await step(b, c, out2, [0, 1, 2, 3]), [2, 4, 6, 8]);
 });

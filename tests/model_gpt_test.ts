@@ -6,6 +6,9 @@ import { initParams, paramLayout } from "../model/params.ts";
 import { GPT } from "../model/gpt.ts";
 import { loadModelDir } from "../model/checkpoint.ts";
 import { Rng } from "../model/rng.ts";
+import { Optimizer, Trainer } from "../model/train.ts";
+import { ScalarHead } from "../model/scalar_head.ts";
+import type { Tensor } from "../kernels/backend.ts";
 
 const tiny = gptConfig({ layers: 2, dim: 8, heads: 2, context: 5, vocab: 7 });
 
@@ -206,5 +209,230 @@ Deno.test("gpt: a GPT-2-layout safetensors file loads and its logits match a fro
     }
   } finally {
     await Deno.remove(dir, { recursive: true });
+  }
+});
+
+// ---- packed sequences: position ids, segment ids, masked evaluation ----
+
+const packCfg = gptConfig({ layers: 2, dim: 8, heads: 2, context: 8, vocab: 7 });
+/** Three examples (tokens, targets) of 3, 2 and 3 tokens: one packed row of 8. */
+const examples = [[3, 1, 4], [1, 5], [2, 6, 5]].map((inputs, e) => ({
+  inputs: Int32Array.from(inputs),
+  targets: Int32Array.from(inputs, (t, i) => (t + i + e) % 7),
+}));
+const packed = {
+  inputs: Int32Array.from(examples.flatMap((x) => [...x.inputs])),
+  targets: Int32Array.from(examples.flatMap((x) => [...x.targets])),
+  segments: Int32Array.from(examples.flatMap((x, e) => [...x.inputs].map(() => e))),
+  positions: Uint32Array.from(examples.flatMap((x) => [...x.inputs].map((_, t) => t))),
+};
+
+/** Largest |a − b| over the largest |b|: a relative error that tiny elements cannot blow up. */
+function relativeError(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  let diff = 0, scale = 0;
+  for (let i = 0; i < b.length; i++) {
+    diff = Math.max(diff, Math.abs(a[i] - b[i]));
+    scale = Math.max(scale, Math.abs(b[i]));
+  }
+  return diff / scale;
+}
+
+Deno.test("gpt: a packed row with restarting positions and segment ids trains exactly like the examples unpacked", async () => {
+  const backend = createCpuBackend();
+  const layout = paramLayout(packCfg);
+  const model = new GPT(backend, layout, initParams(layout, 4).map((x) => 10 * x), { training: true });
+  const BT = packed.inputs.length;
+
+  // Packed: the mean over all 8 tokens.
+  const acts = model.activations(1, BT, { segments: true });
+  model.zeroGrads();
+  model.forward(acts, packed.inputs, packed);
+  model.backward(acts);
+  const [packedLosses, packedGrads] = await backend.download(acts.losses, model.grads!);
+
+  // Unpacked at position 0: each example's mean, scaled by its share of the 8 tokens, sums to the same.
+  model.zeroGrads();
+  const unpackedLosses: number[] = [];
+  for (const x of examples) {
+    const a = model.activations(1, x.inputs.length);
+    model.forward(a, x.inputs, { targets: x.targets, gradScale: x.inputs.length / BT });
+    model.backward(a);
+    unpackedLosses.push(...(await backend.download(a.losses))[0]);
+    model.freeActivations(a);
+  }
+  const [unpackedGrads] = await backend.download(model.grads!);
+  assert.ok(
+    relativeError(packedLosses, unpackedLosses) < 1e-5,
+    `losses ${packedLosses} vs ${unpackedLosses}`,
+  );
+  for (const e of layout.entries) {
+    const at = (g: Float32Array | Uint32Array) => g.subarray(e.offset, e.offset + e.size);
+    const err = relativeError(at(packedGrads), at(unpackedGrads));
+    assert.ok(err < 1e-5, `${e.name}: packed and unpacked gradients differ by ${err} (relative)`);
+  }
+
+  // Without the position ids the later examples sit at positions 3… and 5…: not the same model input.
+  model.forward(acts, packed.inputs, { targets: packed.targets, segments: packed.segments });
+  const [shifted] = await backend.download(acts.losses);
+  assert.ok(relativeError(shifted.subarray(3), unpackedLosses.slice(3)) > 1e-3);
+
+  const outside = Uint32Array.from(packed.positions, (p, i) => i === 6 ? packCfg.context : p);
+  assert.throws(
+    () => model.forward(acts, packed.inputs, { ...packed, positions: outside }),
+    /positions\[6\] \(row 0, column 6\) is 8, outside the model's context 0\.\.7/,
+  );
+  model.freeActivations(acts);
+  model.dispose();
+});
+
+Deno.test("gpt: forward with logits: false leaves the trunk output as it was and never writes the logits", async () => {
+  const backend = createCpuBackend();
+  const layout = paramLayout(packCfg);
+  const model = new GPT(backend, layout, initParams(layout, 8));
+  const acts = model.activations(1, 8);
+  model.forward(acts, packed.inputs);
+  const [lnf, logits] = await backend.download(acts.lnf, acts.logits);
+  assert.ok(logits.some((x) => x !== 0));
+  backend.fill(acts.lnf, 0);
+  backend.fill(acts.logits, 7);
+  model.forward(acts, packed.inputs, { logits: false });
+  const [lnf2, logits2] = await backend.download(acts.lnf, acts.logits);
+  assert.deepEqual(lnf2, lnf);
+  assert.ok(logits2.every((x) => x === 7), "the logits buffer was written");
+  assert.throws(
+    () => model.forward(acts, packed.inputs, { logits: false, targets: packed.targets }),
+    /logits/,
+  );
+  model.freeActivations(acts);
+  model.dispose();
+});
+
+Deno.test("trainer: evalLoss with loss masks, segments and positions is the token-weighted response loss", async () => {
+  const backend = createCpuBackend();
+  const layout = paramLayout(packCfg);
+  const params = initParams(layout, 6).map((x) => 10 * x);
+  const trainer = await Trainer.create(backend, layout, { params, batch: 1, seqLen: 8, masked: true });
+  // Two batches with different numbers of counted tokens (4 and 2): a mean of batch means would differ.
+  const mask1 = new Float32Array([0, 1, 1, 0, 1, 0, 1, 0]);
+  const mask2 = new Float32Array([0, 0, 1, 0, 0, 0, 0, 1]);
+  const loss = await trainer.evalLoss([
+    { ...packed, lossMask: mask1 },
+    { ...packed, lossMask: mask2 },
+  ]);
+
+  // The same from per-token losses of each example run alone at position 0.
+  const model = new GPT(backend, layout, params);
+  const perToken: number[] = [];
+  for (const x of examples) {
+    const a = model.activations(1, x.inputs.length);
+    model.forward(a, x.inputs, { targets: x.targets });
+    perToken.push(...(await backend.download(a.losses))[0]);
+  }
+  const weighted = (mask: Float32Array) => perToken.reduce((s, l, i) => s + l * mask[i], 0);
+  const expected = (weighted(mask1) + weighted(mask2)) / 6;
+  assert.ok(Math.abs(loss - expected) < 1e-5 * expected, `evalLoss ${loss}, expected ${expected}`);
+  await assert.rejects(() => trainer.evalLoss([{ ...packed, lossMask: new Float32Array(8) }]), /no tokens/);
+  trainer.dispose();
+});
+
+Deno.test("optimizer: AdamW over two buffers with one global clip matches AdamW written out on the host", async () => {
+  const backend = createCpuBackend();
+  const rng = new Rng(21);
+  const sizes = [70, 10], decayEnds = [50, 6];
+  const settings = { beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1, clip: 0.5 };
+  const host = sizes.map((n) => ({
+    p: Float64Array.from({ length: n }, () => rng.normal()),
+    m: new Float64Array(n),
+    v: new Float64Array(n),
+  }));
+  const groups = sizes.map((n, i) => {
+    const params = backend.alloc(n), grads = backend.alloc(n);
+    backend.upload(params, host[i].p);
+    return { params, grads, decayEnd: decayEnds[i] };
+  });
+  const optimizer = new Optimizer(backend, groups, settings);
+  for (let step = 1; step <= 3; step++) {
+    const grads = sizes.map((n) => Float64Array.from({ length: n }, () => rng.normal()));
+    grads.forEach((g, i) => backend.upload(groups[i].grads, g));
+    optimizer.update(1e-2);
+    // The reference: clip by the norm over both buffers together, then AdamW with decoupled decay.
+    const norm = Math.sqrt(grads.flatMap((g) => [...g]).reduce((s, x) => s + x * x, 0));
+    const scale = Math.min(1, settings.clip / (norm + 1e-6));
+    assert.ok(scale < 1, "the test must exercise clipping");
+    host.forEach((h, i) => {
+      for (let j = 0; j < h.p.length; j++) {
+        const g = grads[i][j] * scale;
+        h.m[j] = 0.9 * h.m[j] + 0.1 * g;
+        h.v[j] = 0.95 * h.v[j] + 0.05 * g * g;
+        const update = h.m[j] / (1 - 0.9 ** step) / (Math.sqrt(h.v[j] / (1 - 0.95 ** step)) + 1e-8);
+        h.p[j] -= 1e-2 * (update + (j < decayEnds[i] ? 0.1 * h.p[j] : 0));
+      }
+    });
+    const [gradNorm] = await backend.download(optimizer.gradNorm);
+    assert.ok(
+      Math.abs(gradNorm[0] - norm) < 1e-5 * norm,
+      `step ${step}: gradient norm ${gradNorm[0]} vs ${norm}`,
+    );
+  }
+  const state = await optimizer.state();
+  assert.equal(state.step, 3);
+  host.forEach((h, i) => {
+    assert.ok(relativeError(state.params[i], h.p) < 1e-5, `buffer ${i} parameters`);
+    assert.ok(relativeError(state.m[i], h.m) < 1e-5, `buffer ${i} first moment`);
+  });
+  const [zeroed] = await backend.download(groups[1].grads);
+  assert.ok(zeroed.every((x) => x === 0), "gradients are zeroed after the update");
+});
+
+Deno.test("scalar head: head and trunk gradients match finite differences (CPU, float64), with and without bias", async () => {
+  const backend = createCpuBackend({ precision: "f64" });
+  const layout = paramLayout(packCfg);
+  const params = initParams(layout, 13).map((x) => x * 10);
+  const rng = new Rng(17);
+  const weight = Float32Array.from({ length: packCfg.dim }, () => rng.normal());
+  // L = Σ_r c_r · value_r, so ∂L/∂value = c.
+  const c = Float64Array.from({ length: packed.inputs.length }, () => rng.normal());
+  for (const bias of [0.25, undefined]) {
+    const gpt = new GPT(backend, layout, params, { training: true });
+    const head = new ScalarHead(gpt, { weight, bias }, { training: true });
+    assert.equal(head.params.length, packCfg.dim + (bias === undefined ? 0 : 1));
+    const acts = gpt.activations(1, 8, { segments: true });
+    const values = backend.alloc(8), dvalues = backend.alloc(8);
+    const forward = () => {
+      gpt.forward(acts, packed.inputs, {
+        segments: packed.segments,
+        positions: packed.positions,
+        logits: false,
+      });
+      head.forward(acts, values);
+      const v = backend.array(values);
+      return c.reduce((s, ci, i) => s + ci * v[i], 0);
+    };
+    forward();
+    backend.upload(dvalues, c);
+    head.backward(acts, dvalues);
+    const trunkGrads = backend.array(gpt.grads!).slice(), headGrads = backend.array(head.grads!).slice();
+    const check = (t: Tensor, i: number, analytic: number, name: string) => {
+      const at = backend.view(t, i, 1), x = backend.array(at)[0], h = 1e-5;
+      backend.upload(at, [x + h]);
+      const plus = forward();
+      backend.upload(at, [x - h]);
+      const minus = forward();
+      backend.upload(at, [x]);
+      const numeric = (plus - minus) / (2 * h);
+      assert.ok(
+        Math.abs(analytic - numeric) < 1e-6 + 1e-4 * Math.abs(numeric),
+        `${name}: ${analytic} vs ${numeric}`,
+      );
+    };
+    for (let i = 0; i < head.params.length; i++) check(head.params, i, headGrads[i], `head[${i}]`);
+    for (const e of layout.entries) {
+      const i = e.offset + rng.below(e.size);
+      check(gpt.params, i, trunkGrads[i], `${e.name}[${i - e.offset}]`);
+    }
+    assert.deepEqual(await head.read(), bias === undefined ? { weight } : { weight, bias });
+    assert.deepEqual(head.paramGroup().decayEnd, packCfg.dim);
+    head.dispose();
+    gpt.dispose();
   }
 });

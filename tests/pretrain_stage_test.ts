@@ -7,6 +7,8 @@ import { pipeline } from "../pipeline/pipeline.ts";
 import { encodeTokenShard } from "../model/data.ts";
 import { loadModelDir } from "../model/checkpoint.ts";
 import { pretrain } from "../stages/pretrain.ts";
+import { createBackend } from "../kernels/device.ts";
+import { ConfigError } from "../pipeline/errors.ts";
 
 /** A tiny repetitive corpus as byte-level tokens (ids < 32), so a small model can learn it. */
 const text = "the cat sat on the mat. the dog sat on the log. ".repeat(40);
@@ -40,8 +42,11 @@ const CONFIG = {
   backend: "cpu" as const,
 };
 
-/** Long enough that the subprocess is still training when it is killed after its first checkpoint. */
-const RESUME_STEPS = 150;
+/**
+ * Long enough that the subprocess is still training when it is killed after its first checkpoint (the
+ * CPU backend runs ~5 ms per step of this model: 150 steps once ended between the checkpoint and the kill).
+ */
+const RESUME_STEPS = 400;
 
 type Line = { step: number; loss?: number; valLoss?: number; lr?: number; gradNorm?: number };
 
@@ -67,6 +72,39 @@ Deno.test("pretrain: a tiny model overfits a tiny corpus; artifact is a loadable
     assert.ok(val[1].valLoss! < val[0].valLoss!);
     const model = await loadModelDir(artifact.dir);
     assert.deepEqual(model.config, CONFIG.model);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("pretrain: precision mixed trains like fp32 on the CPU, and is a config error without f16", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const run = (precision: "fp32" | "mixed", backend: "cpu" | "webgpu", workdir: string) =>
+      pipeline("t", { workdir, workers: 1 })
+        .pipe(tokens({}))
+        .pipe(pretrain({ ...CONFIG, steps: 40, eval: { every: 0 }, precision, backend }))
+        .execute({ command: "run", quiet: true });
+    const finalLoss = async (workdir: string, precision: "fp32" | "mixed") => {
+      const artifact = (await run(precision, "cpu", workdir)).artifacts["pretrain"];
+      assert.equal(artifact.stats.precision, precision);
+      return artifact.stats.loss as number;
+    };
+    const fp32 = await finalLoss(join(dir, "fp32"), "fp32");
+    const mixed = await finalLoss(join(dir, "mixed"), "mixed");
+    assert.ok(Math.abs(mixed - fp32) < 0.02, `final loss: mixed ${mixed}, fp32 ${fp32}`);
+
+    const gpu = await createBackend({ backend: "auto", log: () => {} });
+    gpu.destroy();
+    if (gpu.name !== "webgpu" || gpu.hasF16) {
+      console.log(`config error not checked: ${gpu.description} ${gpu.hasF16 ? "has f16" : "is not WebGPU"}`);
+      return;
+    }
+    await assert.rejects(
+      run("mixed", "webgpu", join(dir, "webgpu")),
+      (e: Error) =>
+        e instanceof ConfigError && /config\.precision: "mixed" needs f16 tensors/.test(e.message),
+    );
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

@@ -9,6 +9,9 @@
  *
  * Segment ids (optional, u32 `[B, T]`) restrict attention to positions of the same segment, so
  * packed examples do not see each other.
+ *
+ * Generation: single-query decode against a key/value cache, optionally appending each sequence's
+ * new q/k/v row to its cache first.
  * @module
  */
 import { memo } from "./kernel.ts";
@@ -303,37 +306,60 @@ export const DECODE_THREADS = 64;
 
 /**
  * Decode: single-query attention against a `qkv [B, Tmax, 3C]` cache into `out [B, C]`; the query
- * is position `T - 1`. One workgroup per (sequence, head) on a `[NH, B]` grid. Keys come in chunks
+ * is position `T - 1`, or `lengths[b] - 1` per sequence (clamped to 1..T), where `append`'s row is
+ * stored first (each workgroup its head's slices). One workgroup per (sequence, head) on a `[NH, B]` grid. Keys come in chunks
  * of {@linkcode DECODE_THREADS}: each thread scores one key into workgroup memory, then every
  * thread runs the same ordered online softmax over the chunk (so all agree on the running max and
  * sum) and accumulates the value dimensions it owns. Plain ordered sums: deterministic, no atomics.
  */
 export const attentionDecodeKernel = memo((hs: number) => ({
   name: `attention_decode_${hs}`,
-  tensors: [["out", "f32"], ["qkv", "f32"]],
-  params: [["T", "u32"], ["Tmax", "u32"], ["C", "u32"], ["scale", "f32"]],
+  tensors: [["out", "f32"], ["qkv", "f32"], ["lengths", "u32"], ["append", "f32"]],
+  params: [
+    ["T", "u32"],
+    ["Tmax", "u32"],
+    ["C", "u32"],
+    ["scale", "f32"],
+    ["hasLengths", "u32"],
+    ["hasAppend", "u32"],
+  ],
   code: `
 const HS = ${hs}u;
 const WGS = ${DECODE_THREADS}u;
 const PER = ${Math.ceil(hs / DECODE_THREADS)}u; // value dimensions a thread owns
 var<workgroup> qs: array<f32, HS>;
 var<workgroup> sc: array<f32, WGS>;
+var<workgroup> row_length: u32;
 
 @compute @workgroup_size(${DECODE_THREADS})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
   let h = wid.x;
   let b = wid.y;
   let C3 = 3u * P.C;
+  if (lid == 0u) {
+    row_length = P.T;
+    if (P.hasLengths != 0u) { row_length = clamp(lengths[P.lengths + b], 1u, P.T); }
+  }
+  // A storage read is not uniform to WGSL; the chunk loop below has barriers, so its bound must be.
+  let T = workgroupUniformLoad(&row_length);
   let base = P.qkv + b * P.Tmax * C3 + h * HS; // position 0, q of head h
-  for (var i = lid; i < HS; i += WGS) { qs[i] = qkv[base + (P.T - 1u) * C3 + i] * P.scale; }
+  if (P.hasAppend != 0u) {
+    // This workgroup's head slices of the new row; only this workgroup reads them (after the barrier).
+    for (var i = lid; i < 3u * HS; i += WGS) {
+      let at = (i / HS) * P.C + i % HS;
+      qkv[base + (T - 1u) * C3 + at] = append[P.append + b * C3 + h * HS + at];
+    }
+    storageBarrier();
+  }
+  for (var i = lid; i < HS; i += WGS) { qs[i] = qkv[base + (T - 1u) * C3 + i] * P.scale; }
   workgroupBarrier();
   var m = ${NEG};
   var l = 0.0;
   var o: array<f32, PER>;
-  for (var s0 = 0u; s0 < P.T; s0 += WGS) {
+  for (var s0 = 0u; s0 < T; s0 += WGS) {
     let s = s0 + lid;
     var score = ${NEG};
-    if (s < P.T) {
+    if (s < T) {
       let ko = base + s * C3 + P.C;
       var dot = 0.0;
       for (var i = 0u; i < HS; i++) { dot += qs[i] * qkv[ko + i]; }
@@ -341,7 +367,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
     }
     sc[lid] = score;
     workgroupBarrier();
-    let n = min(WGS, P.T - s0);
+    let n = min(WGS, T - s0);
     var chunk_max = ${NEG};
     for (var j = 0u; j < n; j++) { chunk_max = max(chunk_max, sc[j]); }
     let m_new = max(m, chunk_max);

@@ -1,6 +1,7 @@
 /**
  * Kernels over logits rows, a workgroup a row: softmax fused with cross-entropy (losses and dlogits
- * in place), sampling (temperature, top-k, top-p, counter-based RNG), argmax and log-softmax gather.
+ * in place), sampling (temperature, top-k, top-p, counter-based RNG), argmax, log-softmax gather and
+ * entropy.
  * @module
  */
 import { memo, REDUCE, WG } from "./kernel.ts";
@@ -12,6 +13,23 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
   let r = group_index(wid, nwg);
   if (r >= P.rows) { return; }
   let row = P.logits + r * P.Vp;`;
+
+/**
+ * The max and the sum of exp(x - max) of a row's first V logits divided by `temperature`, in one
+ * read of the row: each thread keeps an online max and a sum rescaled when the max grows, then the
+ * workgroup combines them (a fixed tree: deterministic). Returns (max, sum); every thread must call it.
+ */
+const SOFTMAX_STATS = `
+fn softmax_stats(lid: u32, row: u32, temperature: f32) -> vec2<f32> {
+  var m = -3.0e38;
+  var s = 0.0;
+  for (var i = lid; i < P.V; i += ${WG}u) {
+    let x = logits[row + i] / temperature;
+    if (x > m) { s = s * exp(m - x) + 1.0; m = x; } else { s += exp(x - m); }
+  }
+  let row_max = reduce_max(lid, m);
+  return vec2<f32>(row_max, reduce_sum(lid, s * exp(m - row_max)));
+}`;
 
 /**
  * Cross-entropy: `losses[r] = w·(lse - x[target])`, `logits ← (softmax - onehot)·w·scale`, where
@@ -30,13 +48,10 @@ export const crossEntropyKernel = memo(() => ({
     ["norm_value", "f32"],
     ["grad_scale", "f32"],
   ],
-  code: `${REDUCE}${ROW_MAIN}
-  var mx = -3.0e38;
-  for (var i = lid; i < P.V; i += ${WG}u) { mx = max(mx, logits[row + i]); }
-  mx = reduce_max(lid, mx);
-  var sum = 0.0;
-  for (var i = lid; i < P.V; i += ${WG}u) { sum += exp(logits[row + i] - mx); }
-  sum = reduce_sum(lid, sum);
+  code: `${REDUCE}${SOFTMAX_STATS}${ROW_MAIN}
+  let stats = softmax_stats(lid, row, 1.0);
+  let mx = stats.x;
+  let sum = stats.y;
   let target_token = targets[P.targets + r];
   let weight = select(1.0, mask[P.mask + r], P.has_mask != 0u);
   let norm = select(P.norm_value, norm[P.norm], P.norm_from_tensor != 0u);
@@ -87,14 +102,47 @@ export const logSoftmaxGatherKernel = memo(() => ({
   name: "log_softmax_gather",
   tensors: [["out", "f32"], ["logits", "f32"], ["tokens", "u32"]],
   params: [["rows", "u32"], ["V", "u32"], ["Vp", "u32"], ["temperature", "f32"]],
+  code: `${REDUCE}${SOFTMAX_STATS}${ROW_MAIN}
+  let stats = softmax_stats(lid, row, P.temperature);
+  if (lid == 0u) {
+    out[P.out + r] = logits[row + tokens[P.tokens + r]] / P.temperature - stats.x - log(stats.y);
+  }
+}`,
+}));
+
+/**
+ * Entropy of softmax(x / temperature): with z = x / temperature, m = max z, e = exp(z - m),
+ * `H = log Σe - Σ e·(z - m) / Σe` (every term ≤ 0 before the division, so no overflow or cancellation
+ * of large values). One read of the row: each thread keeps an online max with both sums rescaled
+ * when it grows (`Σe` by c = exp(m - m'), `Σe·(z - m)` to c·(it + (m - m')·Σe)), then the workgroup
+ * combines them the same way.
+ */
+export const entropyKernel = memo(() => ({
+  name: "entropy",
+  tensors: [["out", "f32"], ["logits", "f32"]],
+  params: [["rows", "u32"], ["V", "u32"], ["Vp", "u32"], ["temperature", "f32"]],
   code: `${REDUCE}${ROW_MAIN}
-  var mx = -3.0e38;
-  for (var i = lid; i < P.V; i += ${WG}u) { mx = max(mx, logits[row + i] / P.temperature); }
-  mx = reduce_max(lid, mx);
+  var m = -3.0e38;
   var sum = 0.0;
-  for (var i = lid; i < P.V; i += ${WG}u) { sum += exp(logits[row + i] / P.temperature - mx); }
-  sum = reduce_sum(lid, sum);
-  if (lid == 0u) { out[P.out + r] = logits[row + tokens[P.tokens + r]] / P.temperature - mx - log(sum); }
+  var weighted = 0.0;
+  for (var i = lid; i < P.V; i += ${WG}u) {
+    let z = logits[row + i] / P.temperature;
+    if (z > m) {
+      let c = exp(m - z);
+      weighted = c * (weighted + (m - z) * sum);
+      sum = c * sum + 1.0;
+      m = z;
+    } else {
+      let e = exp(z - m);
+      sum += e;
+      weighted += e * (z - m);
+    }
+  }
+  let row_max = reduce_max(lid, m);
+  let c = exp(m - row_max);
+  let total = reduce_sum(lid, c * sum);
+  let total_weighted = reduce_sum(lid, c * (weighted + (m - row_max) * sum));
+  if (lid == 0u) { out[P.out + r] = log(total) - total_weighted / total; }
 }`,
 }));
 

@@ -1,7 +1,7 @@
 /**
  * Token + position embedding forward, and its deterministic backward: `dwpe` a thread per (t, c)
- * summing over the batch, `dwte` a thread per (token bucket, c) summing that token's positions in
- * order (the buckets come from the host, see `host.ts`).
+ * summing over the batch, `dwte` (and `dwpe` when positions are given) a thread per (bucket, c)
+ * summing that token's (position's) rows in order (the buckets come from the host, see `host.ts`).
  * @module
  */
 import { memo, WG } from "./kernel.ts";
@@ -13,15 +13,17 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
   let i = group_index(wid, nwg) * ${WG}u + lid;
   if (i >= P.n) { return; }`;
 
-/** `out[b, t, c] = wte[tokens[b, t], c] + wpe[t, c]`; n = B·T·C. */
+/** `out[b, t, c] = wte[tokens[b, t], c] + wpe[positions[b, t] (or t), c]`; n = B·T·C. */
 export const encoderForwardKernel = memo(() => ({
   name: "encoder_forward",
-  tensors: [["out", "f32"], ["tokens", "u32"], ["wte", "f32"], ["wpe", "f32"]],
-  params: [["n", "u32"], ["T", "u32"], ["C", "u32"]],
+  tensors: [["out", "f32"], ["tokens", "u32"], ["wte", "f32"], ["wpe", "f32"], ["positions", "u32"]],
+  params: [["n", "u32"], ["T", "u32"], ["C", "u32"], ["hasPositions", "u32"]],
   code: `${ELEMENT}
   let bt = i / P.C;
   let c = i % P.C;
-  out[P.out + i] = wte[P.wte + tokens[P.tokens + bt] * P.C + c] + wpe[P.wpe + (bt % P.T) * P.C + c];
+  var position = bt % P.T;
+  if (P.hasPositions != 0u) { position = positions[P.positions + bt]; }
+  out[P.out + i] = wte[P.wte + tokens[P.tokens + bt] * P.C + c] + wpe[P.wpe + position * P.C + c];
 }`,
 }));
 
@@ -37,7 +39,10 @@ export const encoderBackwardPositionKernel = memo(() => ({
 }`,
 }));
 
-/** `dwte[token, c] += Σ_{positions of token} dout[position, c]`; n = buckets·C. */
+/**
+ * `dwte[token, c] += Σ_{rows of token} dout[row, c]`; n = buckets·C. With buckets of positions it
+ * is the `dwpe` backward of explicit positions.
+ */
 export const encoderBackwardTokenKernel = memo(() => ({
   name: "encoder_backward_token",
   tensors: [["dwte", "f32"], ["dout", "f32"], ["buckets", "u32"]],

@@ -90,3 +90,79 @@ export function memo<A extends unknown[]>(build: (...args: A) => Kernel): (...ar
     return kernel;
   };
 }
+
+/** How the body of a {@linkcode MapSpec} reads and writes, in one form of the kernel. */
+export interface MapAccess {
+  /** The value type: `f32`, or `vec4<f32>` (four elements at once). */
+  T: string;
+  /** The matching index type: `u32` or `vec4u`. */
+  U: string;
+  /** WGSL reference to this thread's element (or four) of tensor `name`. */
+  at(name: string): string;
+  /** The element index (or four), of type `U`. */
+  index: string;
+}
+
+/** An elementwise op over `n` elements, written once for both forms of {@linkcode mapKernel}. */
+export interface MapSpec {
+  name: string;
+  /** f32 tensors read and written elementwise (vec4<f32> bindings in the vec4 form). */
+  tensors: string[];
+  /** Other bindings, read as they are (e.g. a one-element scale factor). */
+  extra?: Array<[string, BindingType]>;
+  /** Scalar parameters, after `n`. */
+  params?: Array<[string, "u32" | "f32"]>;
+  /** WGSL statements computing this thread's element(s); values of type `T`, scalars splat. */
+  body(v: MapAccess): string;
+}
+
+/**
+ * An elementwise kernel: one element a thread or, with `vec4` (every tensor's offset a multiple of
+ * 4), four a thread through vec4<f32> bindings, the memory-bound kernels' widest loads; the thread
+ * after the last full vec4 does the `n % 4` tail element by element through component references,
+ * so nothing past `n` is written. The same statements run per component, so both forms compute the
+ * same values (bit for bit on llvmpipe; a driver may contract multiply-adds differently).
+ */
+export function mapKernel(spec: MapSpec, vec4: boolean): Kernel {
+  const head = `
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+        @builtin(local_invocation_index) lid: u32) {
+  let i = group_index(wid, nwg) * ${WG}u + lid;`;
+  const element = (at: (t: string) => string, index: string): MapAccess => ({
+    T: "f32",
+    U: "u32",
+    at,
+    index,
+  });
+  const code = vec4
+    ? `${head}
+  if (i < P.n / 4u) {
+${
+      spec.body({
+        T: "vec4<f32>",
+        U: "vec4u",
+        at: (t) => `${t}[P.${t} + i]`,
+        index: "4u * i + vec4u(0u, 1u, 2u, 3u)",
+      })
+    }
+  } else if (i == P.n / 4u) {
+    for (var e = 0u; e < P.n % 4u; e++) {
+${spec.body(element((t) => `${t}[P.${t} + i][e]`, "4u * i + e"))}
+    }
+  }
+}`
+    : `${head}
+  if (i >= P.n) { return; }
+${spec.body(element((t) => `${t}[P.${t} + i]`, "i"))}
+}`;
+  return {
+    name: vec4 ? `${spec.name}_vec4` : spec.name,
+    tensors: [
+      ...spec.tensors.map((t): [string, BindingType] => [t, vec4 ? "vec4<f32>" : "f32"]),
+      ...spec.extra ?? [],
+    ],
+    params: [["n", "u32"], ...spec.params ?? []],
+    code,
+  };
+}

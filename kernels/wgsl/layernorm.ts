@@ -1,56 +1,69 @@
 /**
  * LayerNorm forward (a workgroup a row) and backward (two passes: per block of rows, the input
  * gradient and partial weight/bias gradients; then a per-channel sum of the partials in block order,
- * deterministic where atomics would not be).
+ * deterministic where atomics would not be). Rows are read as vec4 where C and the offsets allow.
  * @module
  */
-import { memo, REDUCE, WG } from "./kernel.ts";
+import { type Kernel, memo, REDUCE, WG } from "./kernel.ts";
 
 /** Rows a workgroup of the backward's first pass handles. */
 export const LN_BACKWARD_ROWS = 32;
 
+/**
+ * Element type, columns a row in that type, and the sum of one value's lanes: rows are read as
+ * vec4<f32> when C is a multiple of 4 and the row tensors' offsets are too (`vec4`), as f32 otherwise.
+ */
+function lanes(vec4: boolean): { T: "f32" | "vec4<f32>"; CW: string; total: (v: string) => string } {
+  return vec4
+    ? { T: "vec4<f32>", CW: "(P.C / 4u)", total: (v) => `dot(${v}, vec4<f32>(1.0))` }
+    : { T: "f32", CW: "P.C", total: (v) => v };
+}
+
 /** `out = (x - mean)·rstd·weight + bias` per row; saves mean and rstd. */
-export const layernormForwardKernel = memo(() => ({
-  name: "layernorm_forward",
-  tensors: [["out", "f32"], ["mean", "f32"], ["rstd", "f32"], ["inp", "f32"], ["weight", "f32"], [
-    "bias",
-    "f32",
-  ]],
-  params: [["rows", "u32"], ["C", "u32"], ["eps", "f32"]],
-  code: `${REDUCE}
+export const layernormForwardKernel = memo((vec4: boolean): Kernel => {
+  const { T, CW, total } = lanes(vec4);
+  return {
+    name: vec4 ? "layernorm_forward_vec4" : "layernorm_forward",
+    tensors: [["out", T], ["mean", "f32"], ["rstd", "f32"], ["inp", T], ["weight", T], ["bias", T]],
+    params: [["rows", "u32"], ["C", "u32"], ["eps", "f32"]],
+    code: `${REDUCE}
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
         @builtin(local_invocation_index) lid: u32) {
   let row = group_index(wid, nwg);
   if (row >= P.rows) { return; }
-  let x = P.inp + row * P.C;
-  var sum = 0.0;
-  for (var c = lid; c < P.C; c += ${WG}u) { sum += inp[x + c]; }
-  let mu = reduce_sum(lid, sum) / f32(P.C);
-  var sq = 0.0;
-  for (var c = lid; c < P.C; c += ${WG}u) { let d = inp[x + c] - mu; sq += d * d; }
-  let rs = inverseSqrt(reduce_sum(lid, sq) / f32(P.C) + P.eps);
-  for (var c = lid; c < P.C; c += ${WG}u) {
-    out[P.out + row * P.C + c] = (inp[x + c] - mu) * rs * weight[P.weight + c] + bias[P.bias + c];
+  let CW = ${CW};
+  let x = P.inp + row * CW;
+  var sum = ${T}(0.0);
+  for (var c = lid; c < CW; c += ${WG}u) { sum += inp[x + c]; }
+  let mu = reduce_sum(lid, ${total("sum")}) / f32(P.C);
+  var sq = ${T}(0.0);
+  for (var c = lid; c < CW; c += ${WG}u) { let d = inp[x + c] - mu; sq += d * d; }
+  let rs = inverseSqrt(reduce_sum(lid, ${total("sq")}) / f32(P.C) + P.eps);
+  for (var c = lid; c < CW; c += ${WG}u) {
+    out[P.out + row * CW + c] = (inp[x + c] - mu) * rs * weight[P.weight + c] + bias[P.bias + c];
   }
   if (lid == 0u) { mean[P.mean + row] = mu; rstd[P.rstd + row] = rs; }
 }`,
-}));
+  };
+});
 
 /** Pass 1: `dinp +=` for a block of rows, and the block's sums of `dout·norm` and `dout` per channel. */
-export const layernormBackwardKernel = memo(() => ({
-  name: "layernorm_backward",
-  tensors: [
-    ["dinp", "f32"],
-    ["partial", "f32"],
-    ["dout", "f32"],
-    ["inp", "f32"],
-    ["weight", "f32"],
-    ["mean", "f32"],
-    ["rstd", "f32"],
-  ],
-  params: [["rows", "u32"], ["C", "u32"]],
-  code: `${REDUCE}
+export const layernormBackwardKernel = memo((vec4: boolean): Kernel => {
+  const { T, CW, total } = lanes(vec4);
+  return {
+    name: vec4 ? "layernorm_backward_vec4" : "layernorm_backward",
+    tensors: [
+      ["dinp", T],
+      ["partial", T],
+      ["dout", T],
+      ["inp", T],
+      ["weight", T],
+      ["mean", "f32"],
+      ["rstd", "f32"],
+    ],
+    params: [["rows", "u32"], ["C", "u32"]],
+    code: `${REDUCE}
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
         @builtin(local_invocation_index) lid: u32) {
@@ -58,38 +71,40 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
   let first = block * ${LN_BACKWARD_ROWS}u;
   if (first >= P.rows) { return; }
   let last = min(P.rows, first + ${LN_BACKWARD_ROWS}u);
+  let CW = ${CW};
   for (var r = first; r < last; r++) {
     let mu = mean[P.mean + r];
     let rs = rstd[P.rstd + r];
-    var a = 0.0;
-    var b = 0.0;
-    for (var c = lid; c < P.C; c += ${WG}u) {
-      let norm = (inp[P.inp + r * P.C + c] - mu) * rs;
-      let dnorm = weight[P.weight + c] * dout[P.dout + r * P.C + c];
+    var a = ${T}(0.0);
+    var b = ${T}(0.0);
+    for (var c = lid; c < CW; c += ${WG}u) {
+      let norm = (inp[P.inp + r * CW + c] - mu) * rs;
+      let dnorm = weight[P.weight + c] * dout[P.dout + r * CW + c];
       a += dnorm;
       b += dnorm * norm;
     }
-    let dnorm_mean = reduce_sum(lid, a) / f32(P.C);
-    let dnorm_norm_mean = reduce_sum(lid, b) / f32(P.C);
-    for (var c = lid; c < P.C; c += ${WG}u) {
-      let norm = (inp[P.inp + r * P.C + c] - mu) * rs;
-      let dnorm = weight[P.weight + c] * dout[P.dout + r * P.C + c];
-      dinp[P.dinp + r * P.C + c] += (dnorm - dnorm_mean - norm * dnorm_norm_mean) * rs;
+    let dnorm_mean = reduce_sum(lid, ${total("a")}) / f32(P.C);
+    let dnorm_norm_mean = reduce_sum(lid, ${total("b")}) / f32(P.C);
+    for (var c = lid; c < CW; c += ${WG}u) {
+      let norm = (inp[P.inp + r * CW + c] - mu) * rs;
+      let dnorm = weight[P.weight + c] * dout[P.dout + r * CW + c];
+      dinp[P.dinp + r * CW + c] += (dnorm - dnorm_mean - norm * dnorm_norm_mean) * rs;
     }
   }
-  for (var c = lid; c < P.C; c += ${WG}u) {
-    var dw = 0.0;
-    var db = 0.0;
+  for (var c = lid; c < CW; c += ${WG}u) {
+    var dw = ${T}(0.0);
+    var db = ${T}(0.0);
     for (var r = first; r < last; r++) {
-      let d = dout[P.dout + r * P.C + c];
-      dw += (inp[P.inp + r * P.C + c] - mean[P.mean + r]) * rstd[P.rstd + r] * d;
+      let d = dout[P.dout + r * CW + c];
+      dw += (inp[P.inp + r * CW + c] - mean[P.mean + r]) * rstd[P.rstd + r] * d;
       db += d;
     }
-    partial[P.partial + block * 2u * P.C + c] = dw;
-    partial[P.partial + block * 2u * P.C + P.C + c] = db;
+    partial[P.partial + block * 2u * CW + c] = dw;
+    partial[P.partial + block * 2u * CW + CW + c] = db;
   }
 }`,
-}));
+  };
+});
 
 /** Pass 2: `dweight[c] += Σ_blocks`, `dbias[c] += Σ_blocks`, blocks in order. */
 export const layernormBackwardReduceKernel = memo(() => ({

@@ -3,7 +3,7 @@
  * two fixed-order passes, the clip factor, and column sums.
  * @module
  */
-import { memo, REDUCE, WG } from "./kernel.ts";
+import { mapKernel, memo, REDUCE, WG } from "./kernel.ts";
 
 const ELEMENT = `
 @compute @workgroup_size(${WG})
@@ -12,35 +12,40 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
   let i = group_index(wid, nwg) * ${WG}u + lid;
   if (i >= P.n) { return; }`;
 
-/** AdamW, one thread a parameter; bias corrections `c1 = 1 - β1^t`, `c2 = 1 - β2^t` from the host. */
-export const adamwKernel = memo(() => ({
-  name: "adamw",
-  tensors: [["params", "f32"], ["grads", "f32"], ["m", "f32"], ["v", "f32"], ["grad_scale", "f32"]],
-  params: [
-    ["n", "u32"],
-    ["lr", "f32"],
-    ["beta1", "f32"],
-    ["beta2", "f32"],
-    ["eps", "f32"],
-    ["weight_decay", "f32"],
-    ["c1", "f32"],
-    ["c2", "f32"],
-    ["decay_start", "u32"],
-    ["decay_end", "u32"],
-    ["has_grad_scale", "u32"],
-  ],
-  code: `${ELEMENT}
+/**
+ * AdamW, one thread a parameter (four in the vec4 form); bias corrections `c1 = 1 - β1^t`,
+ * `c2 = 1 - β2^t` from the host.
+ */
+export const adamwKernel = memo((vec4: boolean) =>
+  mapKernel({
+    name: "adamw",
+    tensors: ["params", "grads", "m", "v"],
+    extra: [["grad_scale", "f32"]],
+    params: [
+      ["lr", "f32"],
+      ["beta1", "f32"],
+      ["beta2", "f32"],
+      ["eps", "f32"],
+      ["weight_decay", "f32"],
+      ["c1", "f32"],
+      ["c2", "f32"],
+      ["decay_start", "u32"],
+      ["decay_end", "u32"],
+      ["has_grad_scale", "u32"],
+    ],
+    body: ({ T, U, at, index }) => `
   let scale = select(1.0, grad_scale[P.grad_scale], P.has_grad_scale != 0u);
-  let g = grads[P.grads + i] * scale;
-  let m1 = P.beta1 * m[P.m + i] + (1.0 - P.beta1) * g;
-  let v1 = P.beta2 * v[P.v + i] + (1.0 - P.beta2) * g * g;
-  m[P.m + i] = m1;
-  v[P.v + i] = v1;
-  let decay = select(0.0, P.weight_decay, i >= P.decay_start && i < P.decay_end);
-  let p = params[P.params + i];
-  params[P.params + i] = p - P.lr * (m1 / P.c1 / (sqrt(v1 / P.c2) + P.eps) + decay * p);
-}`,
-}));
+  let g = ${at("grads")} * scale;
+  let m1 = P.beta1 * ${at("m")} + (1.0 - P.beta1) * g;
+  let v1 = P.beta2 * ${at("v")} + (1.0 - P.beta2) * g * g;
+  ${at("m")} = m1;
+  ${at("v")} = v1;
+  let decayed = (${index} >= ${U}(P.decay_start)) & (${index} < ${U}(P.decay_end));
+  let decay = select(${T}(0.0), ${T}(P.weight_decay), decayed);
+  let p = ${at("params")};
+  ${at("params")} = p - P.lr * (m1 / P.c1 / (sqrt(v1 / P.c2) + P.eps) + decay * p);`,
+  }, vec4)
+);
 
 /** Workgroups of a reduction's first pass: a fixed function of n, so the sum order is too. */
 export function reduceGroups(n: number): number {
@@ -95,6 +100,28 @@ export const clipScaleKernel = memo(() => ({
   code: `
 @compute @workgroup_size(1)
 fn main() { out[P.out] = min(1.0, P.max_norm / (norm[P.norm] + 1e-6)); }`,
+}));
+
+/** Rows a thread of {@linkcode sumRowsPartialKernel} sums: the first pass's block of rows. */
+export const SUM_ROWS_BLOCK = 64;
+
+/**
+ * Pass 1 of column sums over many rows: `partial[block, c] = Σ_{r in block} inp[r, c]`, a thread a
+ * (block, column), so a tall matrix (B·T rows of bias gradients) keeps the whole GPU busy; pass 2
+ * is {@linkcode sumRowsKernel} over the blocks in order. n = blocks·cols.
+ */
+export const sumRowsPartialKernel = memo(() => ({
+  name: "sum_rows_partial",
+  tensors: [["partial", "f32"], ["inp", "f32"]],
+  params: [["n", "u32"], ["rows", "u32"], ["cols", "u32"]],
+  code: `${ELEMENT}
+  let block = i / P.cols;
+  let c = i % P.cols;
+  let end = min(P.rows, (block + 1u) * ${SUM_ROWS_BLOCK}u);
+  var sum = 0.0;
+  for (var r = block * ${SUM_ROWS_BLOCK}u; r < end; r++) { sum += inp[P.inp + r * P.cols + c]; }
+  partial[P.partial + i] = sum;
+}`,
 }));
 
 /** `out[c] (+)= Σ_r inp[r, c]`, a thread a column, rows in order. */
