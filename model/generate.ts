@@ -15,8 +15,8 @@
  *
  * The cache keeps every position's q/k/v projections per layer, so a new token costs one row of
  * each matmul, and attention is the backend's single-query `attentionDecode` over each row's own
- * cached prefix (one dispatch a layer for all rows, O(prefix·C) per token). Writing the new q/k/v
- * into the cache is still one copy per row and layer, since each row's slot is at its own position.
+ * cached prefix (one dispatch a layer for all rows, O(prefix·C) per token), which also writes each
+ * row's new q/k/v into its cache slot at that row's own position.
  *
  * @example
  * ```ts
@@ -200,10 +200,7 @@ class Decoder {
     bk.encoderForward(this.x, this.tokens, p.wte, p.wpe, { B: R, T: 1, C, positions });
     const longest = Math.min(this.width + k + 1, T);
     this.blocks(R, (cache) => {
-      for (let r = 0; r < R; r++) {
-        const pos = this.position(r, k);
-        bk.copy(bk.view(cache, (r * T + pos) * 3 * C, 3 * C), bk.view(this.qkv, r * 3 * C, 3 * C));
-      }
+      // attentionDecode writes each row's new q/k/v into the cache at its own position first.
       bk.attentionDecode(this.atty, cache, {
         B: R,
         C,
@@ -211,6 +208,7 @@ class Decoder {
         T: longest,
         Tmax: T,
         lengths: bk.view(this.lengths, k * R, R),
+        append: bk.view(this.qkv, 0, R * 3 * C),
       });
     });
     this.head(this.x, R);
