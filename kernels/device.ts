@@ -1,5 +1,5 @@
 /**
- * Picks the compute backend: a WebGPU device when there is an adapter, else the TypeScript
+ * Picks the compute backend: a WebGPU device when there is a hardware adapter, else the TypeScript
  * reference, saying why in one line.
  *
  * @example
@@ -17,8 +17,11 @@ import { createWebGpuBackend } from "./webgpu.ts";
 /** Options of {@linkcode createBackend}. */
 export interface CreateBackendOptions {
   /**
-   * "auto" (default): WebGPU when an adapter exists, else the CPU. "webgpu" fails without one.
-   * The environment variable `KILN_BACKEND` (auto|webgpu|cpu) overrides an "auto" choice.
+   * "auto" (default): WebGPU when a hardware adapter exists, else the CPU. A software fallback
+   * adapter (Mesa's llvmpipe, SwiftShader) is passed over: the TypeScript reference trains kiln's
+   * small models several times faster than it (BENCHMARKS.md, "Model"). "webgpu" takes any adapter,
+   * software included, and fails without one. The environment variable `KILN_BACKEND`
+   * (auto|webgpu|cpu) overrides an "auto" choice.
    */
   backend?: "auto" | "webgpu" | "cpu";
   /** Where the one-line device report goes; default `console.error`. */
@@ -44,6 +47,15 @@ export async function createBackend(options: CreateBackendOptions = {}): Promise
   if (typeof adapter === "string") {
     if (choice === "webgpu") throw new Error(`kiln: webgpu backend requested, but ${adapter}`);
     log(`kiln: cpu backend (TypeScript reference), because ${adapter}`);
+    return createCpuBackend();
+  }
+  if (choice === "auto" && adapter.info.isFallbackAdapter) {
+    log(
+      `kiln: cpu backend (TypeScript reference), because the WebGPU adapter found, ${
+        adapterName(adapter)
+      }, ` +
+        `is a software fallback (KILN_BACKEND=webgpu uses it anyway)`,
+    );
     return createCpuBackend();
   }
   const device = await requestDevice(adapter);
