@@ -334,6 +334,21 @@ Deno.test("createBackend: cpu on request, and KILN_BACKEND=cpu overrides auto, e
   match(lines[1], /cpu backend.*KILN_BACKEND=cpu/);
 });
 
+Deno.test("createBackend: auto passes over a software fallback adapter, webgpu takes it", async () => {
+  const adapter = await navigator.gpu?.requestAdapter({ powerPreference: "high-performance" });
+  if (!adapter?.info.isFallbackAdapter || Deno.env.get("KILN_BACKEND")) {
+    console.log(`skipped: the adapter here is ${adapter ? "hardware" : "absent"} or KILN_BACKEND is set`);
+    return;
+  }
+  const lines: string[] = [];
+  const auto = await createBackend({ log: (l) => lines.push(l) });
+  equal(auto.name, "cpu");
+  match(lines[0], /cpu backend .*because the WebGPU adapter found, .+, is a software fallback/);
+  const forced = await createBackend({ backend: "webgpu", log: (l) => lines.push(l) });
+  equal(forced.name, "webgpu");
+  forced.destroy();
+});
+
 Deno.test("views at any offset read and write the right elements", async () => {
   const flat = createCpuBackend();
   const buffer = flat.alloc(10);
