@@ -307,7 +307,7 @@ async function run(ctx: StageContext<RewardModelConfig, "model">) {
 /** Trains a reward model on comparisons; see the module doc. */
 export const rewardModel = defineStage({
   name: "reward-model",
-  version: 1,
+  version: 2,
   module: import.meta.url,
   input: "model",
   output: "reward-model",

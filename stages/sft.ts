@@ -3,7 +3,8 @@
  *
  * Reads `{prompt, response}` or `{messages}` JSONL (`sft/data.ts`), renders each conversation with
  * kiln's chat template (`sft/template.ts`: `<|user|>…<|end|><|assistant|>…<|end|>`, configurable),
- * packs several conversations per context row with attention kept inside each one (`sft/packing.ts`),
+ * packs several conversations per context row with attention kept inside each one and positions
+ * restarting in each (`sft/packing.ts`: the same training as one conversation per row, less padding),
  * and trains with the loss on response tokens only, for a number of epochs, AdamW with warmup + cosine.
  *
  * It starts from the upstream model artifact (pretrain's), or from `init`: a local model directory in
@@ -53,11 +54,11 @@ import {
 import { learningRate } from "../model/schedule.ts";
 import { Rng } from "../model/rng.ts";
 import { Trainer } from "../model/train.ts";
-import { generate } from "../model/generate.ts";
+import { generateBatch, type Generation } from "../model/generate.ts";
 import type { GPT } from "../model/gpt.ts";
 import { readSftData, type SftExample, type Turn } from "./sft/data.ts";
 import { CHAT_TEMPLATE_FILE, ChatTemplate } from "./sft/template.ts";
-import { batchRows, type Encoded, packRows, type Row } from "./sft/packing.ts";
+import { batchRows, type Encoded, type PackedBatch, packRows, type Row } from "./sft/packing.ts";
 import { checkResponse } from "./sft/task.ts";
 import { holdOut } from "./sft/jsonl.ts";
 
@@ -89,7 +90,10 @@ const schema = z.object({
   batch: positiveInt.default(8),
   /** Tokens per row (default: the model's context). */
   seqLen: positiveInt.optional(),
-  /** Pack several conversations per row (false: one per row, starting at position 0). */
+  /**
+   * Pack several conversations per row (positions restart in each, so training is the same as
+   * unpacked, with fewer padding tokens); false: one conversation per row.
+   */
   packing: z.boolean().default(true),
   gradAccum: positiveInt.default(1),
   ...optimizerOptions({ lr: 1e-4, warmup: 10, weightDecay: 0 }),
@@ -177,7 +181,10 @@ function heldOutPrompt(example: SftExample): { turns: Turn[]; reference: string 
   return { turns: example.turns.slice(0, last), reference: example.turns[last].content };
 }
 
-/** Answers held-out prompts and checks those of the checkable task. */
+/** Held-out prompts decoded together (the key/value cache grows with the rows: a GPT-2 row is ~100 MB). */
+const ANSWER_ROWS = 32;
+
+/** Answers held-out prompts (batches of {@linkcode ANSWER_ROWS}) and checks those of the checkable task. */
 async function answerPrompts(
   model: GPT,
   template: ChatTemplate,
@@ -185,23 +192,26 @@ async function answerPrompts(
   step: number,
   opts: { maxTokens: number; temperature: number; rng: Rng },
 ): Promise<SampleLine[]> {
-  const out: SampleLine[] = [];
-  for (const { turns, reference } of prompts) {
-    const ids = template.prompt(turns);
-    const room = model.config.context - ids.length;
-    if (room <= 0) continue;
-    const gen = await generate(model, ids, {
-      maxTokens: Math.min(opts.maxTokens, room),
-      temperature: opts.temperature,
-      stop: template.stopIds(),
-      rng: opts.rng,
-    });
-    const response = template.answerText(gen.ids);
+  // A prompt that fills the context leaves no room for an answer: it is left out.
+  const fits = prompts.map((p) => ({ ...p, ids: template.prompt(p.turns) }))
+    .filter((p) => p.ids.length < model.config.context);
+  const rows: Generation[] = [];
+  for (let i = 0; i < fits.length; i += ANSWER_ROWS) {
+    rows.push(
+      ...await generateBatch(model, fits.slice(i, i + ANSWER_ROWS).map((p) => p.ids), {
+        maxTokens: opts.maxTokens,
+        temperature: opts.temperature,
+        stop: template.stopIds(),
+        rng: opts.rng,
+      }),
+    );
+  }
+  return fits.map(({ turns, reference }, i) => {
+    const response = template.answerText(rows[i].ids);
     const prompt = turns.at(-1)?.content ?? "";
     const pass = checkResponse(prompt, response);
-    out.push({ step, prompt, response, reference, ...(pass === undefined ? {} : { pass }) });
-  }
-  return out;
+    return { step, prompt, response, reference, ...(pass === undefined ? {} : { pass }) };
+  });
 }
 
 /** Pass rate of the checkable prompts among samples, or undefined when none is checkable. */
@@ -318,27 +328,14 @@ async function run(ctx: StageContext<SftConfig, "model">) {
     clip: cfg.clip,
     masked: true,
   });
-  const evalActs = valRows.length > 0
-    ? trainer.model.activations(cfg.batch, T, { mask: true, segments: true })
-    : undefined;
+  // The held-out batches (response-only loss: token-weighted over all of them, see Trainer.evalLoss).
+  const valBatches: PackedBatch[] = [];
+  for (let r = 0; r < valRows.length; r += cfg.batch) {
+    const b = batchRows(valRows.slice(r, r + cfg.batch), valSet.kept, cfg.batch, T, pad);
+    if (b.tokens > 0) valBatches.push(b);
+  }
   try {
     const model = trainer.model;
-    const valLoss = async () => {
-      // Token-weighted mean of the response-only loss over all held-out rows.
-      let sum = 0, count = 0;
-      for (let r = 0; r < valRows.length; r += cfg.batch) {
-        const b = batchRows(valRows.slice(r, r + cfg.batch), valSet.kept, cfg.batch, T, pad);
-        if (b.tokens === 0) continue;
-        model.forward(evalActs!, b.inputs, {
-          targets: b.targets,
-          lossMask: b.lossMask,
-          segments: b.segments,
-        });
-        sum += (await model.readLoss(evalActs!)) * b.tokens;
-        count += b.tokens;
-      }
-      return sum / Math.max(1, count);
-    };
     const sample = async () => {
       if (heldOut.length === 0) return;
       const lines = await answerPrompts(model, template, heldOut, step, { ...cfg.samples, rng });
@@ -408,9 +405,11 @@ async function run(ctx: StageContext<SftConfig, "model">) {
       pending.push({ lr, tokens });
       step++;
       if (step % cfg.logEvery === 0 || step === totalSteps) await flush();
-      if (evalActs && (step === totalSteps || (cfg.eval.every > 0 && step % cfg.eval.every === 0))) {
+      if (
+        valBatches.length > 0 && (step === totalSteps || (cfg.eval.every > 0 && step % cfg.eval.every === 0))
+      ) {
         if (pending.length > 0) await flush();
-        const loss = await valLoss();
+        const loss = await trainer.evalLoss(valBatches);
         metrics.push({ step, valLoss: loss });
         ctx.stats.set("valLoss", loss);
         ctx.log(`step ${step} validation loss ${loss.toFixed(4)}`);
@@ -440,7 +439,6 @@ async function run(ctx: StageContext<SftConfig, "model">) {
     ctx.stats.set("backend", backend.name);
     if (tokenizerFile) ctx.stats.set("tokenizer", tokenizerFile);
   } finally {
-    if (evalActs) trainer.model.freeActivations(evalActs);
     trainer.dispose();
   }
 }
@@ -448,7 +446,7 @@ async function run(ctx: StageContext<SftConfig, "model">) {
 /** Supervised fine-tuning on demonstrations; see the module doc. */
 export const sft = defineStage({
   name: "sft",
-  version: 1,
+  version: 2,
   module: import.meta.url,
   input: "model",
   output: "model",

@@ -189,7 +189,7 @@ Deno.test("chat template: loss weights cover exactly the assistant's content and
   assert.equal(tok.decode(plain.prompt([{ role: "user", content: "hi" }])), "User: hi\n\nBot: ");
 });
 
-Deno.test("packing: next-fit rows, next-token targets inside each example, weights shifted by one", () => {
+Deno.test("packing: next-fit rows, next-token targets inside each example, weights shifted by one, positions from 0", () => {
   const examples = [
     { ids: [1, 2, 3], weights: [0, 1, 1] },
     { ids: [4, 5], weights: [0, 1] },
@@ -203,6 +203,8 @@ Deno.test("packing: next-fit rows, next-token targets inside each example, weigh
   assert.deepEqual(Array.from(b.targets), [2, 3, 0, 5, 0, 0, 7, 8, 9, 0, 0, 0]);
   assert.deepEqual(Array.from(b.lossMask), [1, 1, 0, 1, 0, 0, 0, 1, 1, 0, 0, 0]);
   assert.deepEqual(Array.from(b.segments), [0, 0, 0, 1, 1, 2, 0, 0, 0, 0, 1, 1]);
+  // Positions restart in every example (and in the padding).
+  assert.deepEqual(Array.from(b.positions), [0, 1, 2, 0, 1, 0, 0, 1, 2, 3, 0, 1]);
   assert.equal(b.tokens, 5);
   assert.throws(() => packRows([{ ids: [1, 2, 3], weights: [0, 0, 0] }], 2), /more than the row length/);
 });
@@ -231,12 +233,21 @@ Deno.test("task: prompts parse back to their answers; the checker and grader agr
     generateTasks(500, { seed: 1, kinds: ["upper"], alphabet: "ab", minLength: 1, maxLength: 2 }).length,
     6,
   );
-  // Ranking K sampled candidates: duplicates merged, all-equal groups dropped.
+  // Ranking K sampled candidates: empty ones left out, duplicates merged, all-equal groups dropped.
   const grade = (r: string) => responseScore("What is 1 + 2?", r)!;
-  assert.deepEqual(rankByChecker("What is 1 + 2?", ["3", "4", "3 "], grade), {
-    prompt: "What is 1 + 2?",
-    responses: ["3", "4"],
-    scores: [1, 0],
+  assert.deepEqual(rankByChecker("What is 1 + 2?", ["3", "4", "3 ", " "], grade), {
+    row: { prompt: "What is 1 + 2?", responses: ["3", "4"], scores: [1, 0] },
+    duplicates: 1,
+    empty: 1,
   });
-  assert.equal(rankByChecker("What is 1 + 2?", ["4", "4"], grade), undefined);
+  assert.deepEqual(rankByChecker("What is 1 + 2?", ["4", "4", ""], grade), {
+    duplicates: 1,
+    empty: 1,
+    dropped: "tooFewResponses",
+  });
+  assert.deepEqual(rankByChecker("What is 1 + 2?", ["7", "9"], grade), {
+    duplicates: 0,
+    empty: 0,
+    dropped: "allTied",
+  });
 });

@@ -22,6 +22,38 @@ import { rewardModel } from "../stages/reward_model.ts";
 
 export const TINY = { layers: 1, dim: 16, heads: 2, context: 32 } as const;
 
+/**
+ * A setup where the checkable task is learned in a few minutes on a 2-core CPU
+ * (`tests/slow/sft_learning_test.ts`, figures in BENCHMARKS.md; PPO's demo builds on it): a 2×64 GPT from
+ * scratch with the byte-level tokenizer, `makeRlhfData({ out, ...LEARNING.data })` for the data, SFT with
+ * `LEARNING.sft` (plus `data`), the reward model with `LEARNING.rewardModel` (plus `data`).
+ */
+export const LEARNING = {
+  base: { layers: 2, dim: 64, heads: 4, context: 48 },
+  data: { sft: 1000, prompts: 200, comparisons: 1000 },
+  sft: {
+    epochs: 12,
+    batch: 8,
+    lr: 3e-3,
+    warmup: 10,
+    logEvery: 100,
+    samples: { count: 60, maxTokens: 6 },
+    val: { fraction: 0.1 },
+    checkpointEvery: 1000,
+    backend: "cpu" as const,
+  },
+  rewardModel: {
+    epochs: 2,
+    batch: 8,
+    lr: 1e-3,
+    warmup: 5,
+    logEvery: 50,
+    val: { fraction: 0.2 },
+    checkpointEvery: 1000,
+    backend: "cpu" as const,
+  },
+};
+
 /** The base model: GPT-2 init and a byte-level tokenizer (256 bytes + the 5 special tokens). */
 export const base = defineStage({
   name: "tiny-base",
@@ -34,6 +66,7 @@ export const base = defineStage({
     layers: z.number().default(TINY.layers),
     dim: z.number().default(TINY.dim),
     heads: z.number().default(TINY.heads),
+    context: z.number().default(TINY.context),
   }),
   async run(ctx) {
     const { seed: _, ...shape } = ctx.config;

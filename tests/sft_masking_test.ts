@@ -10,7 +10,13 @@ const params = initParams(layout, 5);
 
 /** Forward + backward of one batch; returns the loss, per-token losses, dlogits and the gradients. */
 async function step(
-  batch: { inputs: Int32Array; targets: Int32Array; lossMask: Float32Array; segments: Int32Array },
+  batch: {
+    inputs: Int32Array;
+    targets: Int32Array;
+    lossMask: Float32Array;
+    segments: Int32Array;
+    positions?: Int32Array;
+  },
   B: number,
 ) {
   const bk = createCpuBackend();
@@ -20,6 +26,7 @@ async function step(
     targets: batch.targets,
     lossMask: batch.lossMask,
     segments: batch.segments,
+    positions: batch.positions,
   });
   const [losses, dlogits] = await bk.download(acts.losses, acts.logits);
   const loss = await model.readLoss(acts);
@@ -54,44 +61,48 @@ Deno.test("masking: the loss is the mean over response tokens only; prompt posit
   assert.equal(changed.loss, masked.loss);
 });
 
-Deno.test("packing: no example attends to another; packed training equals unpacked training", async () => {
+Deno.test("packing: no example attends to another; a packed row trains as its examples alone at position 0", async () => {
   const examples = [A, B];
   const rows = packRows(examples, 16);
   assert.deepEqual(rows, [[0, 1]]);
   const packed = batchRows(rows, examples, 1, 16, 0);
+  assert.deepEqual(Array.from(packed.positions.subarray(0, 12)), [0, 1, 2, 3, 4, 0, 1, 2, 3, 4, 5, 0]);
 
   // B's logits and losses do not change when A's tokens do.
   const other = batchRows(rows, [{ ids: [12, 13, 14, 15, 16], weights: A.weights }, B], 1, 16, 0);
   const p = await step(packed, 1), o = await step(other, 1);
   assert.deepEqual(o.losses.subarray(5, 11), p.losses.subarray(5, 11));
 
-  // Unpacked: A alone in row 0; B alone in row 1 at the same positions (5..10) behind a padding
-  // segment. Same per-token losses, and the same gradient up to float summation order.
-  const unpacked = batchRows(
-    [[0], [1]],
-    [A, { ids: [0, 0, 0, 0, 0, ...B.ids], weights: [0, 0, 0, 0, 0, ...B.weights] }],
-    2,
-    16,
-    0,
-  );
-  unpacked.segments.fill(0, 16, 21);
-  unpacked.segments.fill(1, 21, 27);
-  unpacked.segments.fill(2, 27, 32);
+  // Unpacked: A alone in row 0, B alone in row 1, both from position 0 (as in generation). Same
+  // per-token losses, and the same gradient up to float summation order.
+  const unpacked = batchRows([[0], [1]], examples, 2, 16, 0);
   const u = await step(unpacked, 2);
-  assert.deepEqual(u.losses.subarray(0, 5), p.losses.subarray(0, 5));
-  for (let t = 5; t < 11; t++) close(u.losses[16 + t], p.losses[t], 1e-6);
-  close(u.loss, p.loss, 1e-6);
-  let maxDiff = 0, maxAbs = 0;
-  for (let i = 0; i < p.grads.length; i++) {
-    maxDiff = Math.max(maxDiff, Math.abs(p.grads[i] - u.grads[i]));
-    maxAbs = Math.max(maxAbs, Math.abs(p.grads[i]));
-  }
-  assert.ok(maxDiff < 1e-5 * maxAbs, `gradients differ by ${maxDiff} (largest ${maxAbs})`);
+  const bAlone = u.losses.subarray(16, 22), bPacked = p.losses.subarray(5, 11);
+  assert.ok(maxRelDiff(u.losses.subarray(0, 5), p.losses.subarray(0, 5)) < 1e-5);
+  assert.ok(maxRelDiff(bAlone, bPacked) < 1e-5, `B's losses differ: ${bAlone} vs ${bPacked}`);
+  close(u.loss, p.loss, 1e-5);
+  const gradDiff = maxRelDiff(u.grads, p.grads);
+  assert.ok(gradDiff < 1e-5, `gradients differ by ${gradDiff} of the largest`);
 
-  // Without segment ids B would see A: the losses differ (so the comparison above can fail).
+  // Without position ids B is trained at positions 5…10: its losses and the gradients differ (so the
+  // comparison above can fail).
+  const shifted = await step({ ...packed, positions: undefined }, 1);
+  assert.ok(maxRelDiff(bAlone, shifted.losses.subarray(5, 11)) > 1e-3);
+  assert.ok(maxRelDiff(u.grads, shifted.grads) > 1e-3);
+  // Without segment ids B would see A: its losses differ too.
   const leaky = await step({ ...packed, segments: new Int32Array(16) }, 1);
-  assert.notDeepEqual(leaky.losses.subarray(5, 11), p.losses.subarray(5, 11));
+  assert.ok(maxRelDiff(bAlone, leaky.losses.subarray(5, 11)) > 1e-3);
 });
+
+/** max |a − b| / max |b|. */
+function maxRelDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  let diff = 0, scale = 0;
+  for (let i = 0; i < b.length; i++) {
+    diff = Math.max(diff, Math.abs(a[i] - b[i]));
+    scale = Math.max(scale, Math.abs(b[i]));
+  }
+  return diff / scale;
+}
 
 function close(a: number, b: number, tol: number) {
   assert.ok(Math.abs(a - b) <= tol * Math.max(1, Math.abs(b)), `${a} ≠ ${b}`);

@@ -5,6 +5,12 @@ import { loadModelDir } from "../model/checkpoint.ts";
 import { RewardScorer, scoreCommand } from "../stages/reward_model/score.ts";
 import { createCpuBackend } from "../kernels/cpu.ts";
 import { tinyPipeline, writeData } from "./sft_fixture.ts";
+import { GPT } from "../model/gpt.ts";
+import { loadTokenizer } from "../tokenizer/mod.ts";
+import { loadChatTemplate } from "../stages/sft/template.ts";
+import { readSftData } from "../stages/sft/data.ts";
+import { holdOut } from "../stages/sft/jsonl.ts";
+import { batchRows } from "../stages/sft/packing.ts";
 
 const SFT = {
   epochs: 2,
@@ -52,7 +58,19 @@ Deno.test("sft → rewardModel: artifacts, metrics, reward stats, and the score 
     const losses = metrics.filter((m) => "loss" in m) as { loss: number; step: number }[];
     assert.ok(losses.length > 4);
     assert.ok(losses.at(-1)!.loss < losses[0].loss, `loss ${losses[0].loss} → ${losses.at(-1)!.loss}`);
-    assert.ok(metrics.some((m) => "valLoss" in m));
+    // The validation loss is the response-only loss of the held-out conversations (through
+    // Trainer.evalLoss in the stage), recomputed here with a plain forward of the saved model.
+    const valLoss = metrics.findLast((m) => "valLoss" in m)!.valLoss as number;
+    const model = await loadModelDir(s.dir);
+    const template = await loadChatTemplate(s.dir, await loadTokenizer(s.path("tokenizer.json")));
+    const { val } = holdOut((await readSftData(data.sft)).examples, 0.05, 1337);
+    const encoded = val.map((e) => template.render(e.turns));
+    const alone = batchRows(encoded.map((_, i) => [i]), encoded, encoded.length, 32, 0);
+    const gpt = new GPT(createCpuBackend(), model.layout, model.params);
+    const acts = gpt.activations(encoded.length, 32, { mask: true });
+    gpt.forward(acts, alone.inputs, { targets: alone.targets, lossMask: alone.lossMask });
+    const expected = await gpt.readLoss(acts);
+    assert.ok(Math.abs(valLoss - expected) < 1e-5 * expected, `valLoss ${valLoss}, alone ${expected}`);
     // Held-out answers are checked before training (step 0) and at the end.
     const rates = metrics.filter((m) => "passRate" in m);
     assert.deepEqual(rates.map((m) => m.step), [0, losses.at(-1)!.step]);
@@ -83,7 +101,9 @@ Deno.test("sft → rewardModel: artifacts, metrics, reward stats, and the score 
       prompt: "Uppercase: abc",
       response: "abc",
     }]);
+    // The second response is packed behind the first; its positions restart, so it scores as if alone.
     assert.ok(Math.abs(a - await scorer.score("Uppercase: abc", "ABC")) < 1e-5);
+    assert.ok(Math.abs(b - await scorer.score("Uppercase: abc", "abc")) < 1e-5);
     scorer.close();
     const lines: string[] = [];
     const cli = await scoreCommand([

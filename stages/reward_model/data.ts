@@ -168,19 +168,43 @@ export async function readComparisons(
   return { comparisons: rows.map(({ line, row }) => ({ line, ...row })), skipped };
 }
 
+/** What {@linkcode rankByChecker} made of K candidates. */
+export interface CheckerRanking {
+  /** The comparison row, or undefined when the candidates give nothing to learn from. */
+  row?: { prompt: string; responses: string[]; scores: number[] };
+  /** Candidates identical (after trimming) to an earlier one: merged into it. */
+  duplicates: number;
+  /** Candidates empty after trimming: left out (the data format rejects empty responses). */
+  empty: number;
+  /** Why there is no row: fewer than two distinct non-empty candidates, or all graded the same. */
+  dropped?: "tooFewResponses" | "allTied";
+}
+
 /**
  * A comparison row from K candidate responses graded by a checker (e.g. the task's `responseScore`):
- * duplicates are merged, and the row is `{prompt, responses, scores}`, or undefined when fewer than
- * two distinct candidates remain or all grade the same (nothing to learn from).
+ * candidates are trimmed, empty ones left out and duplicates merged, and the row is
+ * `{prompt, responses, scores}` (the third shape of the module doc); no row when fewer than two
+ * distinct candidates remain or all grade the same. The counts say what was merged or dropped.
+ *
+ * @example
+ * ```ts
+ * import { rankByChecker } from "./data.ts";
+ * const grade = (r: string) => (r === "4" ? 1 : 0);
+ * rankByChecker("What is 2 + 2?", ["4", "5", " 4", ""], grade);
+ * // { row: { prompt: "What is 2 + 2?", responses: ["4", "5"], scores: [1, 0] }, duplicates: 1, empty: 1 }
+ * ```
  */
 export function rankByChecker(
   prompt: string,
   candidates: readonly string[],
   grade: (response: string) => number,
-): { prompt: string; responses: string[]; scores: number[] } | undefined {
-  const responses = [...new Set(candidates.map((c) => c.trim()))].filter((c) => c !== "");
-  if (responses.length < 2) return undefined;
+): CheckerRanking {
+  const trimmed = candidates.map((c) => c.trim());
+  const nonEmpty = trimmed.filter((c) => c !== "");
+  const responses = [...new Set(nonEmpty)];
+  const counts = { duplicates: nonEmpty.length - responses.length, empty: trimmed.length - nonEmpty.length };
+  if (responses.length < 2) return { ...counts, dropped: "tooFewResponses" };
   const scores = responses.map(grade);
-  if (scores.every((s) => s === scores[0])) return undefined;
-  return { prompt, responses, scores };
+  if (scores.every((s) => s === scores[0])) return { ...counts, dropped: "allTied" };
+  return { row: { prompt, responses, scores }, ...counts };
 }

@@ -3,8 +3,9 @@
  * unembedding is replaced by a scalar head, `r = ln_f(h_last) · w`, read at the last token of
  * prompt ++ response (the end marker that closes the response).
  *
- * Sequences are packed into context rows with segment ids (`../sft/packing.ts`), so the K responses
- * of a prompt, and several prompts, share rows without attending to each other.
+ * Sequences are packed into context rows with segment ids and positions restarting in each
+ * (`../sft/packing.ts`), so the K responses of a prompt, and several prompts, share rows without
+ * attending to each other, and each is scored as if it were alone (as PPO scores a rollout).
  *
  * The head has no bias: the pairwise loss depends on reward differences only, so a bias would never
  * get a gradient; the stage records the reward mean and standard deviation instead, for PPO to
@@ -19,7 +20,7 @@
 import type { Backend, Tensor } from "../../kernels/backend.ts";
 import { type Activations, GPT } from "../../model/gpt.ts";
 import type { ParamLayout } from "../../model/params.ts";
-import { Optimizer, type OptimizerSettings, type OptimizerState } from "../ppo/networks.ts";
+import { Optimizer, type OptimizerSettings, type OptimizerState } from "../../model/train.ts";
 import { batchRows, type Encoded, packRows } from "../sft/packing.ts";
 
 /** Sequences laid out in rows: the batch inputs and where each sequence's last token is. */
@@ -27,6 +28,8 @@ export interface PackedSequences {
   B: number;
   inputs: Int32Array;
   segments: Int32Array;
+  /** Position of each token within its sequence. */
+  positions: Int32Array;
   /** Flat position (row · T + t) of each sequence's last token. */
   last: number[];
 }
@@ -35,7 +38,7 @@ export interface PackedSequences {
 export function packSequences(sequences: readonly number[][], T: number, pad: number): PackedSequences {
   const examples: Encoded[] = sequences.map((ids) => ({ ids, weights: ids.map(() => 0) }));
   const rows = packRows(examples, T);
-  const { inputs, segments } = batchRows(rows, examples, rows.length, T, pad);
+  const { inputs, segments, positions } = batchRows(rows, examples, rows.length, T, pad);
   const last = new Array<number>(sequences.length);
   rows.forEach((row, b) => {
     let t = b * T;
@@ -44,7 +47,7 @@ export function packSequences(sequences: readonly number[][], T: number, pad: nu
       last[i] = t - 1;
     }
   });
-  return { B: rows.length, inputs, segments, last };
+  return { B: rows.length, inputs, segments, positions, last };
 }
 
 /** A GPT trunk with a scalar head; trainable when given optimizer settings. */
@@ -115,12 +118,15 @@ export class RewardNetwork {
   private record(packed: PackedSequences): Activations {
     const acts = this.ensureRows(packed.B);
     const n = acts.B * this.T;
-    const inputs = new Int32Array(n), segments = new Int32Array(n);
+    const inputs = new Int32Array(n), segments = new Int32Array(n), positions = new Int32Array(n);
     inputs.set(packed.inputs);
     segments.set(packed.segments);
+    positions.set(packed.positions);
     // Rows past the packed ones repeat the pad token in one segment of their own; nothing reads them.
     inputs.fill(packed.inputs[packed.inputs.length - 1] ?? 0, packed.inputs.length);
-    this.gpt.forward(acts, inputs, { segments });
+    for (let i = packed.inputs.length; i < n; i++) positions[i] = i % this.T;
+    // No language-model head: the scalar head reads the final LayerNorm's output.
+    this.gpt.forward(acts, inputs, { segments, positions, logits: false });
     this.backend.matmul(this.scores!, acts.lnf, this.head, { m: n, n: 1, k: this.layout.config.dim });
     return acts;
   }

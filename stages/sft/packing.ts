@@ -10,17 +10,18 @@
  * and the loss weight of position t is the weight of token t+1 (1 on response tokens, see
  * `template.ts`), so the loss covers exactly the response.
  *
- * Positions: the model adds the position embedding of the row position, so an example packed at
- * offset o is trained at positions o, o+1, … (as pretraining on concatenated documents does). Restarting
- * positions per segment needs a position-id input in the model (requested: `.notes/requests-from-sft.md`);
- * `packing: false` in the `sft` stage puts every example at position 0 of its own row instead.
+ * Positions restart at 0 in every example (`positions`, passed to the model as position ids), so a
+ * packed example is trained exactly as if it were alone at the start of a row — the way it is seen
+ * when generating or scoring. The test checks that packed and unpacked training give the same
+ * per-token losses and gradients.
  *
  * @example
  * ```ts
  * import { batchRows, packRows } from "./packing.ts";
  * const examples = [{ ids: [1, 2, 3], weights: [0, 1, 1] }, { ids: [4, 5], weights: [0, 1] }];
  * const rows = packRows(examples, 8); // [[0, 1]]
- * const batch = batchRows(rows, examples, 1, 8, 0); // inputs [1 2 3 4 5 0 0 0], segments [0 0 0 1 1 2 2 2]
+ * const batch = batchRows(rows, examples, 1, 8, 0);
+ * // inputs [1 2 3 4 5 0 0 0], segments [0 0 0 1 1 2 2 2], positions [0 1 2 0 1 0 1 2]
  * ```
  * @module
  */
@@ -65,13 +66,15 @@ export interface PackedBatch {
   lossMask: Float32Array;
   /** Segment id of each position (one per example in a row, another for the padding). */
   segments: Int32Array;
+  /** Position id of each token within its segment (0 at the start of every example). */
+  positions: Int32Array;
   /** Number of positions whose target counts (Σ lossMask). */
   tokens: number;
 }
 
 /**
  * Lays out `rows` (at most `B`; missing rows are all padding) of `examples` into a batch. Padding
- * tokens are `pad`, with weight 0 and a segment of their own.
+ * tokens are `pad`, with weight 0 and a segment of their own (its positions also count from 0).
  */
 export function batchRows(
   rows: readonly Row[],
@@ -85,6 +88,7 @@ export function batchRows(
   const targets = new Int32Array(B * T).fill(pad);
   const lossMask = new Float32Array(B * T);
   const segments = new Int32Array(B * T);
+  const positions = new Int32Array(B * T);
   let tokens = 0;
   for (let b = 0; b < B; b++) {
     const row = rows[b] ?? [];
@@ -94,6 +98,7 @@ export function batchRows(
       for (let i = 0; i < ids.length; i++, t++) {
         inputs[t] = ids[i];
         segments[t] = segment;
+        positions[t] = i;
         if (i + 1 < ids.length) {
           targets[t] = ids[i + 1];
           lossMask[t] = weights[i + 1];
@@ -102,6 +107,7 @@ export function batchRows(
       }
     });
     segments.fill(row.length, t, (b + 1) * T);
+    for (let i = 0; t < (b + 1) * T; i++, t++) positions[t] = i;
   }
-  return { inputs, targets, lossMask, segments, tokens };
+  return { inputs, targets, lossMask, segments, positions, tokens };
 }
