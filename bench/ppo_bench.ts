@@ -30,11 +30,12 @@ try {
     ...config,
     lr: 1e-3,
     valueLr: 1e-3,
+    eval: { count: 0 },
     backend,
   }).execute({ quiet: true });
   const lines = (await result.artifacts.ppo.readText("metrics.jsonl")).trim().split("\n").map((l) =>
     JSON.parse(l)
-  );
+  ).filter((m) => "kl" in m); // iteration lines, not the held-out evaluation's
   const measured = lines.length > 1 ? lines.slice(1) : lines;
   const sum = (f: (m: typeof lines[number]) => number) => measured.reduce((s, m) => s + f(m), 0);
   const generate = sum((m) => m.time.generate),

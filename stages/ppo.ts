@@ -12,15 +12,26 @@
  *
  * Inputs: the previous stage's `reward-model` artifact; `uses.policy`, the nearest upstream `model`
  * (the SFT model: policy and reference); `uses.tokens`, the nearest `tokens` artifact (ptx shards, and
- * the tokenizer when the model directory has none). Prompts: a JSONL file (see `stages/ppo/prompts.ts`).
+ * the tokenizer when the model directory has none). Prompts: a JSONL file (see `stages/ppo/prompts.ts`),
+ * rendered with the SFT model's chat template (`chat_template.json`, as the reward model reads them).
+ *
+ * Held-out evaluation (`eval`, `stages/ppo/evaluate.ts`): before the first iteration, every
+ * `eval.every` iterations and at the end, the policy answers held-out prompts greedily; the reward
+ * model scores the answers and, for checkable prompts (an `answer` field, or kiln's task), the checker
+ * grades them. Stats `rewardBefore` → `reward` and `passRateBefore` → `passRate` show what PPO did.
  *
  * Output (`model`): the policy as a Hugging Face GPT-2 directory (`model.safetensors`, `config.json`,
- * `tokenizer.json`) and `metrics.jsonl`, one line per iteration: `iteration`, `reward` (mean raw
- * reward-model score), `kl` (mean Σ_t log π_RL − log π_SFT per response), `nonScoreReward`, `beta`,
- * `policyLoss`, `valueLoss`, `ptxLoss` (pretraining loss of the ptx batches), `clipFraction`,
- * `valueClipFraction`, `approxKl`, `entropy` (nats per response token), `responseLength`, `return`,
- * `value`, `samples` (a few prompts with their responses and scores) and `time` (ms spent generating,
- * scoring and training: the only fields that differ between otherwise identical runs).
+ * `tokenizer.json`, `chat_template.json`); `samples.jsonl`, the held-out answers
+ * (`{iteration, prompt, response, reward, pass?, truncated?}`); and `metrics.jsonl`: a line per
+ * evaluation (`{iteration, heldOutReward, heldOutLength, passRate?, checked}`) and one per iteration:
+ * `iteration`, `reward` (mean raw reward-model score of the rollouts), `kl` (mean Σ_t log π_RL −
+ * log π_SFT per response, on the samples), `nonScoreReward`, `beta`, `lr`, `policyLoss`, `valueLoss`,
+ * `ptxLoss` (pretraining loss of the ptx batches), `clipFraction`, `valueClipFraction`, `approxKl`,
+ * `entropy` (nats per response token), `responseLength`, `truncated` (fraction cut at `maxResponse`
+ * without a stop token; `missingEndPenalty` lowers their scores), `passRate` (the checker on the
+ * samples, when prompts are checkable), `return`, `value`, `samples` (a few prompts with their
+ * responses and scores) and `time` (ms spent generating, scoring and training: the only fields that
+ * differ between otherwise identical runs).
  *
  * Exact resume: every `checkpointEvery` iterations (and on SIGINT/SIGTERM) the policy, the value model,
  * both optimizers, the RNG, the KL controller, the prompt and ptx cursors and the metrics so far are
@@ -43,14 +54,18 @@ import { DataError, InterruptedError, KilnError } from "../pipeline/errors.ts";
 import { createBackend } from "../kernels/device.ts";
 import { serializeConfig, serializeModel } from "../model/checkpoint.ts";
 import { type LoaderCursor, TokenLoader } from "../model/data.ts";
-import { generate } from "../model/generate.ts";
+import { generateBatch } from "../model/generate.ts";
 import { Rng } from "../model/rng.ts";
-import { findTokenizer, loadPolicyModel, loadRewardModel } from "./ppo/artifacts.ts";
+import { learningRate } from "../model/schedule.ts";
+import { holdOut } from "./sft/jsonl.ts";
+import { CHAT_TEMPLATE_FILE } from "./sft/template.ts";
+import { findTokenizer, readPolicyModel, readRewardModel } from "./ppo/artifacts.ts";
+import { checkAnswer, evaluateHeldOut, type HeldOutSample, type HeldOutSummary } from "./ppo/evaluate.ts";
 import { loadPpoCheckpoint, savePpoCheckpoint } from "./ppo/checkpoint.ts";
 import { klController, type KLControllerState } from "./ppo/kl_controller.ts";
 import { clippedPolicyLoss, clippedValueLoss } from "./ppo/math.ts";
 import { Policy, ReferenceModel, ScalarModel } from "./ppo/networks.ts";
-import { PromptCursor, type PromptCursorState, readPrompts, stopTokens } from "./ppo/prompts.ts";
+import { type Prompt, PromptCursor, type PromptCursorState, readPrompts } from "./ppo/prompts.ts";
 import {
   type Episode,
   gatherResponses,
@@ -72,8 +87,22 @@ const adamw = {
 };
 
 const schema = z.object({
-  /** The prompt set: a JSONL file of `{prompt}` or `{messages}` rows. */
+  /** The prompt set: a JSONL file of `{prompt}` or `{messages}` rows (an `answer` field makes a row checkable). */
   prompts: z.string().min(1),
+  /**
+   * Held-out evaluation: the policy answers `count` prompts it does not train on (greedily unless
+   * `temperature` > 0) before the first iteration, every `every` iterations and at the end; the reward
+   * model scores the answers and the checkable ones are graded (see `ppo/evaluate.ts`). The prompts
+   * come from the `prompts` file (a JSONL like `prompts`) or are a seeded `fraction` of `prompts`,
+   * which PPO then does not train on (`count: 0` turns the evaluation and the hold-out off).
+   */
+  eval: z.object({
+    prompts: z.string().min(1).optional(),
+    fraction: z.number().min(0).max(0.5).default(0.1),
+    count: z.number().int().min(0).default(32),
+    every: z.number().int().min(0).default(0),
+    temperature: z.number().min(0).default(0),
+  }).strict().default({ fraction: 0.1, count: 32, every: 0, temperature: 0 }),
   /** PPO iterations (rollout batch + updates). */
   iterations: positiveInt.default(100),
   /** Responses sampled per iteration. */
@@ -104,9 +133,23 @@ const schema = z.object({
   whitenAdvantages: z.boolean().default(true),
   /** Normalise scores with the reward model's recorded mean and std (when it has them). */
   normalizeReward: z.boolean().default(true),
+  /**
+   * Subtracted from the score of a response cut at `maxResponse` without a stop token (TRL's
+   * `missing_eos_penalty`; in reward-model standard deviations when `normalizeReward` is on). The
+   * reward model only saw finished answers, so an unfinished one gets a score it was never trained
+   * to give; a policy can learn to exploit that by never stopping. 0: off.
+   */
+  missingEndPenalty: z.number().min(0).default(0),
   /** Policy and value learning rates (constant). */
   lr: z.number().positive().default(1e-5),
   valueLr: z.number().positive().default(1e-5),
+  /**
+   * Learning-rate schedule over the iterations (both networks, in proportion): linear warmup over
+   * `warmup` iterations, then a cosine decay to `minLr` (× valueLr / lr for the value function) at the
+   * last one. Defaults: no warmup, `minLr` = `lr`, i.e. constant.
+   */
+  warmup: z.number().int().min(0).default(0),
+  minLr: z.number().min(0).optional(),
   ...adamw,
   /** PPO-ptx: coef × pretraining loss gradient per minibatch, on `batch` sequences of `seqLen` tokens. */
   ptx: z.object({
@@ -135,6 +178,8 @@ export interface PpoMetrics {
   kl: number;
   nonScoreReward: number;
   beta: number;
+  /** The policy's learning rate this iteration. */
+  lr: number;
   policyLoss: number;
   valueLoss: number;
   ptxLoss?: number;
@@ -143,11 +188,18 @@ export interface PpoMetrics {
   approxKl: number;
   entropy: number;
   responseLength: number;
+  /** Fraction of the responses cut at `maxResponse` without a stop token. */
+  truncated: number;
+  /** Fraction of the sampled responses the checker passes, among checkable prompts (absent if none). */
+  passRate?: number;
   return: number;
   value: number;
   samples: { prompt: string; response: string; reward: number }[];
   time: { generate: number; score: number; train: number };
 }
+
+/** A line of `metrics.jsonl`: an iteration's, or a held-out evaluation's. */
+export type PpoMetricsLine = PpoMetrics | HeldOutSummary;
 
 /** The JSON part of a PPO checkpoint. */
 interface PpoState {
@@ -158,7 +210,8 @@ interface PpoState {
   kl: KLControllerState;
   policyStep: number;
   valueStep: number;
-  metrics: PpoMetrics[];
+  metrics: PpoMetricsLine[];
+  samples: HeldOutSample[];
 }
 
 const concat = (vectors: ArrayLike<number>[]) => {
@@ -173,6 +226,12 @@ const split = (flat: Float64Array, like: ArrayLike<number>[]) => {
 };
 const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length);
 
+/** `{ passRate }` of sampled answers over the checkable prompts of a batch, or `{}` when none is. */
+function rolloutPassRate(batch: Prompt[], answers: string[]): { passRate?: number } {
+  const verdicts = batch.map((p, i) => checkAnswer(p, answers[i])).filter((v) => v !== undefined);
+  return verdicts.length ? { passRate: verdicts.filter(Boolean).length / verdicts.length } : {};
+}
+
 /** InstructGPT's PPO(-ptx) stage; see the module doc. */
 export const ppo = defineStage({
   name: "ppo",
@@ -183,33 +242,46 @@ export const ppo = defineStage({
   uses: { policy: "model", tokens: "tokens" },
   schema,
   permissions: { read: true, write: true },
-  fingerprint: (config) => fingerprintFiles([config.prompts]),
+  fingerprint: (config) =>
+    fingerprintFiles([config.prompts, ...(config.eval.prompts ? [config.eval.prompts] : [])]),
   description:
     "InstructGPT PPO(-ptx): KL-penalised RM reward, GAE, clipped policy/value losses, exact resume",
   async run(ctx) {
     const cfg = ctx.config;
-    const sft = await loadPolicyModel(ctx.uses.policy);
-    const rm = await loadRewardModel(ctx.input);
-    const { config, layout } = sft;
+    const { tokenizer, file: tokenizerFile } = await findTokenizer(ctx.uses.policy, ctx.uses.tokens);
+    const sft = await readPolicyModel(ctx.uses.policy, tokenizer);
+    const rm = await readRewardModel(ctx.input);
+    const { config, layout, template } = sft;
     if (rm.config.vocab !== config.vocab || rm.config.context < config.context) {
       throw new KilnError(
         `stage "ppo": the reward model (vocab ${rm.config.vocab}, context ${rm.config.context}) does not fit ` +
           `the policy (vocab ${config.vocab}, context ${config.context})`,
       );
     }
-    const { tokenizer, file: tokenizerFile } = await findTokenizer(ctx.uses.policy, ctx.uses.tokens);
-    const stop = stopTokens(tokenizer);
-    const { prompts, skippedTooLong } = await readPrompts(cfg.prompts, tokenizer, {
-      maxTokens: Math.min(cfg.maxPromptTokens, config.context - 1),
-    });
+    const stop = template.stopIds();
+    const maxTokens = Math.min(cfg.maxPromptTokens, config.context - 1);
+    const read = await readPrompts(cfg.prompts, template, { maxTokens });
+    let skippedTooLong = read.skippedTooLong;
+    let { train: prompts, val: heldOut } = holdOut(
+      read.prompts,
+      cfg.eval.prompts || cfg.eval.count === 0 ? 0 : cfg.eval.fraction,
+      cfg.seed,
+    );
+    if (cfg.eval.prompts && cfg.eval.count > 0) {
+      const evalRead = await readPrompts(cfg.eval.prompts, template, { maxTokens });
+      heldOut = evalRead.prompts;
+      skippedTooLong += evalRead.skippedTooLong;
+    }
+    heldOut = heldOut.slice(0, cfg.eval.count);
     if (skippedTooLong > 0) {
-      ctx.log(`${skippedTooLong} prompts longer than ${cfg.maxPromptTokens} tokens skipped`);
+      ctx.log(`${skippedTooLong} prompts longer than ${maxTokens} tokens skipped`);
     }
     ctx.stats.set("prompts", prompts.length);
+    ctx.stats.set("heldOutPrompts", heldOut.length);
     ctx.stats.set("promptsSkippedTooLong", skippedTooLong);
 
     // Every sequence is prompt ++ response in one row of T positions.
-    const longestPrompt = Math.max(...prompts.map((p) => p.tokens.length));
+    const longestPrompt = Math.max(...[...prompts, ...heldOut].map((p) => p.tokens.length));
     const T = Math.min(config.context, longestPrompt + cfg.maxResponse);
     const rows = cfg.minibatch;
     const ptxOn = cfg.ptx.coef > 0;
@@ -220,6 +292,12 @@ export const ppo = defineStage({
       eps: cfg.eps,
       weightDecay: cfg.weightDecay,
       clip: cfg.gradClip,
+    };
+    const schedule = {
+      maxLr: cfg.lr,
+      minLr: cfg.minLr ?? cfg.lr,
+      warmupSteps: cfg.warmup,
+      totalSteps: cfg.iterations,
     };
     const rewardStats = cfg.normalizeReward ? rm.stats : undefined;
     if (cfg.normalizeReward && !rm.stats) {
@@ -250,7 +328,8 @@ export const ppo = defineStage({
     if (saved) cursor.seek(saved.state.prompts);
     if (saved?.state.ptx) ptxLoader?.seek(saved.state.ptx);
     const kl = klController(cfg.kl, saved?.state.kl);
-    const metrics: PpoMetrics[] = saved?.state.metrics ?? [];
+    const metrics: PpoMetricsLine[] = saved?.state.metrics ?? [];
+    const samples: HeldOutSample[] = saved?.state.samples ?? [];
     let iteration = saved?.state.iteration ?? 0;
     if (saved) ctx.log(`resuming from the checkpoint after iteration ${iteration}`);
 
@@ -303,6 +382,7 @@ export const ppo = defineStage({
         policyStep: p.step,
         valueStep: v.step,
         metrics,
+        samples,
       };
       await savePpoCheckpoint(ctx.checkpoint, iteration, {
         policy: { params: p.params, m: p.m, v: p.v },
@@ -317,24 +397,47 @@ export const ppo = defineStage({
       }, state);
     };
 
+    const evaluate = async () => {
+      if (heldOut.length === 0) return;
+      const result = await evaluateHeldOut(policy.gpt, reward, heldOut, {
+        iteration,
+        maxTokens: cfg.maxResponse,
+        temperature: cfg.eval.temperature,
+        seed: cfg.seed,
+        rows,
+        T,
+        template,
+        chunk: cfg.chunk,
+      });
+      metrics.push(result.summary);
+      samples.push(...result.samples);
+      const { passRate, heldOutReward } = result.summary;
+      ctx.log(
+        `iteration ${iteration}: held-out reward ${heldOutReward.toFixed(4)}` +
+          (passRate === undefined
+            ? ""
+            : `, the checker passes ${(100 * passRate).toFixed(1)}% of ${result.summary.checked} answers`) +
+          `; ${JSON.stringify(result.samples[0].prompt)} → ${JSON.stringify(result.samples[0].response)}`,
+      );
+    };
+
     try {
+      if (iteration === 0) await evaluate();
       while (iteration < cfg.iterations) {
         // 1. Rollouts: sample a response to each prompt of the batch.
         let start = performance.now();
         const batch = cursor.take(cfg.batch).map((i) => prompts[i]);
-        const responses: Int32Array[] = [];
-        for (const prompt of batch) {
-          const { ids } = await generate(policy.gpt, prompt.tokens, {
-            maxTokens: Math.min(cfg.maxResponse, T - prompt.tokens.length),
-            temperature: cfg.temperature,
-            topP: cfg.topP,
-            topK: cfg.topK,
-            stop,
-            seed: rng.nextU32(),
-            chunk: cfg.chunk,
-          });
-          responses.push(Int32Array.from(ids));
-        }
+        // Every prompt fits T with maxResponse tokens after it, or fills the context (T = context).
+        const generations = await generateBatch(policy.gpt, batch.map((p) => p.tokens), {
+          maxTokens: cfg.maxResponse,
+          temperature: cfg.temperature,
+          topP: cfg.topP,
+          topK: cfg.topK,
+          stop,
+          seed: rng.nextU32(),
+          chunk: cfg.chunk,
+        });
+        const responses = generations.map((g) => Int32Array.from(g.ids));
         const timeGenerate = performance.now() - start;
 
         // 2. Score: old log-probs and entropy, reference log-probs, values, reward-model scores.
@@ -356,7 +459,8 @@ export const ppo = defineStage({
           chunk.forEach((s, j) => {
             const raw = scores[packed.responseStart[j] + packed.responseLength[j]];
             rawScores.push(raw);
-            const score = rewardStats ? (raw - rewardStats.mean) / rewardStats.std : raw;
+            const penalty = generations[i + j].finish === "length" ? cfg.missingEndPenalty : 0;
+            const score = (rewardStats ? (raw - rewardStats.mean) / rewardStats.std : raw) - penalty;
             rollouts.push({ ...s, logprobs: old[j], refLogprobs: ref[j], values: values[j], score });
           });
         }
@@ -370,6 +474,7 @@ export const ppo = defineStage({
 
         // 3. PPO epochs over minibatches: one policy step (+ ptx) and one value step each.
         start = performance.now();
+        const lr = learningRate(iteration, schedule);
         const policyLosses: number[] = [], valueLosses: number[] = [], clipFractions: number[] = [];
         const valueClipFractions: number[] = [], approxKls: number[] = [];
         for (let epoch = 0; epoch < cfg.epochs; epoch++) {
@@ -397,7 +502,7 @@ export const ppo = defineStage({
               };
             });
             if (ptxLoader) policy.ptxGradient(ptxLoader.next(), cfg.ptx.coef);
-            policy.step(cfg.lr);
+            policy.step(lr);
             const vl = await value.valueGradient(packed, (values) => {
               const r = clippedValueLoss(
                 concat(gatherResponses(values, packed)),
@@ -410,7 +515,7 @@ export const ppo = defineStage({
                 result: r,
               };
             });
-            value.step(cfg.valueLr);
+            value.step(lr * cfg.valueLr / cfg.lr);
             policyLosses.push(pl.loss);
             clipFractions.push(pl.clipFraction);
             approxKls.push(pl.approxKl);
@@ -430,6 +535,7 @@ export const ppo = defineStage({
           kl: stats.klMean,
           nonScoreReward: stats.nonScoreReward,
           beta: betaUsed,
+          lr,
           policyLoss: mean(policyLosses),
           valueLoss: mean(valueLosses),
           ...(ptxLoss === undefined ? {} : { ptxLoss }),
@@ -438,11 +544,13 @@ export const ppo = defineStage({
           approxKl: mean(approxKls),
           entropy: mean(entropies.flatMap((h) => Array.from(h))),
           responseLength: stats.responseLength,
+          truncated: generations.filter((g) => g.finish === "length").length / generations.length,
+          ...rolloutPassRate(batch, generations.map((g) => template.answerText(g.ids))),
           return: stats.returnMean,
           value: stats.valueMean,
           samples: batch.slice(0, cfg.samples).map((p, i) => ({
             prompt: p.text,
-            response: tokenizer.decode(responses[i].filter((t) => !stop.includes(t))),
+            response: template.answerText(Array.from(responses[i])),
             reward: rawScores[i],
           })),
           time: {
@@ -452,8 +560,9 @@ export const ppo = defineStage({
           },
         };
         metrics.push(line);
-        ctx.stats.set("reward", line.reward);
+        ctx.stats.set("rolloutReward", line.reward);
         ctx.stats.set("kl", line.kl);
+        ctx.stats.set("beta", betaUsed);
         ctx.log(
           `iteration ${iteration}/${cfg.iterations} reward ${line.reward.toFixed(4)} kl ${
             line.kl.toFixed(4)
@@ -463,8 +572,13 @@ export const ppo = defineStage({
             } ` +
             `clip ${line.clipFraction.toFixed(3)} entropy ${line.entropy.toFixed(3)} len ${
               line.responseLength.toFixed(1)
+            } cut ${line.truncated.toFixed(2)}${
+              line.passRate === undefined ? "" : ` pass ${line.passRate.toFixed(2)}`
             }`,
         );
+        if (iteration === cfg.iterations || (cfg.eval.every > 0 && iteration % cfg.eval.every === 0)) {
+          await evaluate();
+        }
         ctx.progress({ done: iteration, total: cfg.iterations, unit: "iterations" });
         if (iteration % cfg.checkpointEvery === 0 && iteration < cfg.iterations) await checkpoint();
         if (ctx.signal.aborted) {
@@ -479,7 +593,18 @@ export const ppo = defineStage({
       await ctx.out.writeFile("model.safetensors", serializeModel(layout, params));
       await ctx.out.writeFile("config.json", serializeConfig(config));
       await ctx.out.writeText("metrics.jsonl", metrics.map((m) => JSON.stringify(m)).join("\n") + "\n");
+      if (samples.length) {
+        await ctx.out.writeText("samples.jsonl", samples.map((m) => JSON.stringify(m)).join("\n") + "\n");
+      }
       await ctx.out.writeFile("tokenizer.json", await Deno.readFile(tokenizerFile));
+      await ctx.out.writeJson(CHAT_TEMPLATE_FILE, template.toJSON());
+      // Held-out figures before → after (from the metrics, which a resumed run restores).
+      const evals = metrics.filter((m): m is HeldOutSummary => "heldOutReward" in m);
+      for (const [name, line] of [["Before", evals[0]], ["", evals.at(-1)]] as const) {
+        if (!line) continue;
+        ctx.stats.set(`reward${name}`, line.heldOutReward);
+        if (line.passRate !== undefined) ctx.stats.set(`passRate${name}`, line.passRate);
+      }
       ctx.stats.set("iterations", iteration);
       ctx.stats.set("episodes", iteration * cfg.batch);
       ctx.stats.set("backend", backend.name);

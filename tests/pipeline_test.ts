@@ -4,7 +4,7 @@ import { z } from "zod";
 import { pipeline } from "../pipeline/pipeline.ts";
 import { defineStage } from "../pipeline/stage.ts";
 import { ConfigError, PipelineError } from "../pipeline/errors.ts";
-import { importStage, loadPipelineYaml } from "../pipeline/yaml.ts";
+import { loadPipelineYaml } from "../pipeline/yaml.ts";
 import { numbers } from "./fixtures/numbers.ts";
 import { upper } from "./fixtures/upper.ts";
 import { summary } from "./fixtures/summary.ts";
@@ -248,23 +248,54 @@ Deno.test("a stage module served over HTTP plugs in and is cached like any other
       }
     },
   );
+  const dir = await Deno.makeTempDir();
   try {
     const url = `http://127.0.0.1:${server.addr.port}/tests/fixtures/upper.ts`;
-    const remoteUpper = await importStage(url, ".");
-    assert.equal(remoteUpper.stageName, "upper");
-    const workdir = await Deno.makeTempDir();
-    const make = () =>
-      pipeline("remote", { workdir })
-        .pipe(numbers({ shards: 2, perShard: 5 }))
-        .pipe(remoteUpper({ suffix: "+" }) as ReturnType<typeof upper>);
-    const first = await make().execute({ quiet: true });
-    assert.equal(first.artifacts.upper.stats.documents, 10);
+    // The pipeline runs as a user runs it: `kiln run` on a YAML file naming the stage by URL. In a
+    // subprocess with --no-lock, so the server's random port does not pile up in deno.lock.
+    const yaml = join(dir, "remote.yaml");
+    await Deno.writeTextFile(
+      yaml,
+      [
+        "name: remote",
+        "workdir: work",
+        "stages:",
+        `  - stage: ${new URL("fixtures/numbers.ts", import.meta.url).pathname}#numbers`,
+        "    config: { shards: 2, perShard: 5 }",
+        `  - stage: ${url}#upper`,
+        '    config: { suffix: "+" }',
+      ].join("\n"),
+    );
+    const run = async () => {
+      const { code, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
+        args: [
+          "run",
+          "--no-lock",
+          "-A",
+          new URL("../pipeline/cli.ts", import.meta.url).pathname,
+          "run",
+          yaml,
+          "--json",
+        ],
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      assert.equal(code, 0, new TextDecoder().decode(stderr));
+      const result = JSON.parse(new TextDecoder().decode(stdout)) as {
+        stages: { id: string; action: string; artifact: string }[];
+      };
+      return result.stages.find((s) => s.id === "upper")!;
+    };
+    const first = await run();
+    assert.equal(first.action, "ran");
     assert.ok(requests > 0);
-    const second = await make().execute({ quiet: true });
-    assert.equal(actions(second).upper, "cached");
+    const manifest = JSON.parse(await Deno.readTextFile(join(first.artifact, "manifest.json")));
+    assert.equal(manifest.stats.documents, 10);
+    assert.equal((await run()).action, "cached");
   } finally {
     ac.abort();
     await server.finished;
+    await Deno.remove(dir, { recursive: true });
   }
 });
 

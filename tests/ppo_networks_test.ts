@@ -4,7 +4,8 @@ import { gptConfig } from "../model/config.ts";
 import { initParams, paramLayout } from "../model/params.ts";
 import { Trainer } from "../model/train.ts";
 import { Rng } from "../model/rng.ts";
-import { clippedPolicyLoss, clippedValueLoss } from "../stages/ppo/math.ts";
+import { clippedPolicyLoss, clippedValueLoss, entropyOfLogits } from "../stages/ppo/math.ts";
+import { GPT } from "../model/gpt.ts";
 import { Policy, ReferenceModel, ScalarModel } from "../stages/ppo/networks.ts";
 import { gatherResponses, packSequences, scatterResponses } from "../stages/ppo/rollout.ts";
 
@@ -160,5 +161,33 @@ Deno.test("value model: the backward through head and trunk equals finite differ
       Math.abs(numeric - analytic) <= 0.05 * Math.abs(analytic) + 1e-4,
       `backward ${analytic}, finite differences ${numeric}`,
     );
+  }
+});
+
+Deno.test("response entropy: the device's per-position entropy at the response positions, in nats", async () => {
+  const params = initParams(layout, 4);
+  for (let i = 0; i < params.length; i++) params[i] *= 8; // away from uniform
+  const backend = createCpuBackend();
+  const policy = new Policy(backend, layout, params, { rows: 2, T: 8, optimizer });
+  try {
+    await policy.logprobs(packed);
+    const entropies = await policy.responseEntropy(packed);
+    // The reference: the host's entropy of the same logits, downloaded.
+    const gpt = new GPT(backend, layout, params);
+    const acts = gpt.activations(2, 8);
+    gpt.forward(acts, packed.inputs);
+    const [logits] = await backend.download(acts.logits);
+    assert.deepEqual(entropies.map((h) => h.length), [3, 2]);
+    entropies.forEach((h, i) => {
+      h.forEach((value, t) => {
+        const expected = entropyOfLogits(logits, (packed.responseStart[i] + t) * 11, 11);
+        assert.ok(Math.abs(value - expected) < 1e-4, `response ${i} token ${t}: ${value} vs ${expected}`);
+        assert.ok(value > 0 && value < Math.log(11));
+      });
+    });
+    gpt.freeActivations(acts);
+    gpt.dispose();
+  } finally {
+    policy.dispose();
   }
 });

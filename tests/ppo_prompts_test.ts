@@ -1,12 +1,14 @@
 import { strict as assert } from "node:assert";
 import { join } from "node:path";
 import { CHAT_TOKENS, PieceCounter, trainBpe } from "../tokenizer/mod.ts";
-import { PromptCursor, readPrompts, renderChatPrompt, stopTokens } from "../stages/ppo/prompts.ts";
+import { PromptCursor, readPrompts } from "../stages/ppo/prompts.ts";
+import { ChatTemplate } from "../stages/sft/template.ts";
 import { DataError } from "../pipeline/errors.ts";
 
 const counter = new PieceCounter();
 counter.add("add two and three; name an animal");
 const tokenizer = trainBpe(counter, { vocabSize: 280 });
+const template = new ChatTemplate(tokenizer);
 
 async function withFile(text: string, fn: (path: string) => Promise<void>) {
   const dir = await Deno.makeTempDir();
@@ -25,7 +27,7 @@ Deno.test("prompts: {prompt} and {messages} rows render in the chat format; meta
     { messages: [{ role: "system", content: "be brief" }, { role: "user", content: "name an animal" }] },
   ];
   await withFile(rows.map((r) => JSON.stringify(r)).join("\n") + "\n\n", async (path) => {
-    const { prompts, skippedTooLong } = await readPrompts(path, tokenizer, { maxTokens: 100 });
+    const { prompts, skippedTooLong } = await readPrompts(path, template, { maxTokens: 100 });
     assert.equal(skippedTooLong, 0);
     assert.deepEqual(prompts.map((p) => [p.line, p.text, p.meta]), [
       [1, "add two and three", { answer: 5 }],
@@ -38,17 +40,27 @@ Deno.test("prompts: {prompt} and {messages} rows render in the chat format; meta
       id(CHAT_TOKENS.end),
       id(CHAT_TOKENS.assistant),
     ]);
-    assert.deepEqual(
-      prompts[1].tokens,
-      renderChatPrompt(tokenizer, [{ role: "system", content: "be brief" }, {
-        role: "user",
-        content: "name an animal",
-      }]),
-    );
-    assert.deepEqual(stopTokens(tokenizer), [id(CHAT_TOKENS.end), id("<|endoftext|>")]);
+    assert.deepEqual(prompts[1].tokens, [
+      id(CHAT_TOKENS.system),
+      ...tokenizer.encode("be brief"),
+      id(CHAT_TOKENS.end),
+      id(CHAT_TOKENS.user),
+      ...tokenizer.encode("name an animal"),
+      id(CHAT_TOKENS.end),
+      id(CHAT_TOKENS.assistant),
+    ]);
+    // A template with other markers renders with them (PPO uses the SFT model's template).
+    const plain = new ChatTemplate(tokenizer, { user: "Q: ", assistant: " A:", end: "<|endoftext|>" });
+    const other = await readPrompts(path, plain, { maxTokens: 100 });
+    assert.deepEqual(other.prompts[0].tokens, [
+      ...tokenizer.encode("Q: "),
+      ...tokenizer.encode("add two and three"),
+      id("<|endoftext|>"),
+      ...tokenizer.encode(" A:"),
+    ]);
     // Too long for 3 tokens: both skipped, which is an error naming the limit.
     await assert.rejects(
-      readPrompts(path, tokenizer, { maxTokens: 3 }),
+      readPrompts(path, template, { maxTokens: 3 }),
       /all 2 prompts are longer than 3 tokens/,
     );
   });
@@ -72,7 +84,7 @@ Deno.test("prompts: malformed rows are errors naming the file, line and field", 
   ];
   for (const [text, pattern] of cases) {
     await withFile(text, async (path) => {
-      await assert.rejects(readPrompts(path, tokenizer, { maxTokens: 100 }), (e: Error) => {
+      await assert.rejects(readPrompts(path, template, { maxTokens: 100 }), (e: Error) => {
         assert.ok(e instanceof DataError, `${text}: ${e}`);
         assert.match(e.message, pattern);
         return true;
@@ -80,7 +92,7 @@ Deno.test("prompts: malformed rows are errors naming the file, line and field", 
     });
   }
   await assert.rejects(
-    readPrompts("/nonexistent/p.jsonl", tokenizer, { maxTokens: 9 }),
+    readPrompts("/nonexistent/p.jsonl", template, { maxTokens: 9 }),
     /prompt file not found/,
   );
 });

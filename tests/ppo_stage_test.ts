@@ -7,7 +7,8 @@ import { tinyPpoPipeline, writePrompts } from "./ppo_fixture.ts";
 /** A run small enough for the CPU backend in seconds, exercising every piece of state. */
 const resumeConfig = (prompts: string) => ({
   prompts,
-  iterations: 4,
+  // Six iterations, killed after 1 and after 3: the run cannot finish before the second kill lands.
+  iterations: 6,
   batch: 8,
   minibatch: 4,
   epochs: 2,
@@ -17,6 +18,7 @@ const resumeConfig = (prompts: string) => ({
   kl: { beta: 0.05, target: 1, horizon: 100 }, // adaptive: the controller's state must resume too
   ptx: { coef: 0.5, batch: 2, seqLen: 8 },
   samples: 2,
+  eval: { fraction: 0.25, every: 3 }, // 2 of the 8 prompts, answered at iterations 0, 3 and 6
   backend: "cpu" as const,
 });
 
@@ -96,10 +98,31 @@ Deno.test("ppo: kill -9 at two iterations and rerun: identical metrics and final
       await Deno.readFile(got.path("model.safetensors")),
       await Deno.readFile(expected.path("model.safetensors")),
     );
-    const metrics = await metricsOf(expected.dir) as { iteration: number; ptxLoss: number; beta: number }[];
-    assert.deepEqual(metrics.map((m) => m.iteration), [1, 2, 3, 4]);
+    assert.equal(await got.readText("samples.jsonl"), await expected.readText("samples.jsonl"));
+    assert.deepEqual(got.stats, expected.stats);
+    const lines = await metricsOf(expected.dir) as Record<string, number>[];
+    const evals = lines.filter((m) => "heldOutReward" in m);
+    const evalLines = evals.map((m) => [m.iteration, m.checked, m.passRate]);
+    assert.deepEqual(evalLines, [[0, 2, 0], [3, 2, 0], [6, 2, 0]]);
+    assert.equal(expected.stats.rewardBefore, evals[0].heldOutReward);
+    assert.equal(expected.stats.reward, evals[2].heldOutReward);
+    assert.equal(expected.stats.passRateBefore, 0);
+    assert.equal(expected.stats.heldOutPrompts, 2);
+    assert.equal(expected.stats.prompts, 6, "held-out prompts are not trained on");
+    const samples = (await expected.readText("samples.jsonl")).trim().split("\n").map((l) => JSON.parse(l));
+    const verdicts = samples.map((s) => `${s.iteration}:${s.pass}`);
+    assert.deepEqual(verdicts, ["0:false", "0:false", "3:false", "3:false", "6:false", "6:false"]);
+    // The mean of the held-out answers' scores is the evaluation's reward.
+    const first = samples.filter((s) => s.iteration === 0).map((s) => s.reward);
+    assert.ok(Math.abs((first[0] + first[1]) / 2 - evals[0].heldOutReward) < 1e-12);
+    const metrics = lines.filter((m) => "kl" in m) as { iteration: number; ptxLoss: number; beta: number }[];
+    assert.deepEqual(metrics.map((m) => m.iteration), [1, 2, 3, 4, 5, 6]);
+    assert.ok(
+      metrics.every((m) => (m as unknown as { passRate: number }).passRate === 0),
+      "rollouts checked too",
+    );
     assert.ok(metrics.every((m) => Number.isFinite(m.ptxLoss)), "ptx loss logged every iteration");
-    assert.notEqual(metrics[3].beta, metrics[0].beta, "the adaptive controller moved β");
+    assert.notEqual(metrics[5].beta, metrics[0].beta, "the adaptive controller moved β");
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
@@ -116,4 +139,78 @@ Deno.test("ppo: config errors name the field", () => {
   );
   assert.equal(ppo({ prompts: "p.jsonl" }).config.kl.beta, 0.02);
   assert.equal(ppo({ prompts: "p.jsonl" }).config.ptx.coef, 27.8);
+});
+
+Deno.test("ppo: missingEndPenalty lowers the score of responses cut without a stop token", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const prompts = await writePrompts(dir);
+    // One iteration, λ = 1: the return at a response's first token is its whole reward, and before any
+    // update the policy is the reference (KL 0), so the mean return is the mean score.
+    const run = async (missingEndPenalty: number) => {
+      const result = await tinyPpoPipeline(join(dir, `w${missingEndPenalty}`), {
+        prompts,
+        iterations: 1,
+        batch: 16,
+        minibatch: 8,
+        epochs: 1,
+        maxResponse: 2,
+        lambda: 1,
+        missingEndPenalty,
+        ptx: { coef: 0 },
+        eval: { count: 0 },
+        backend: "cpu",
+      }).execute({ quiet: true });
+      const [line] = (await metricsOf(result.artifacts.ppo.dir)) as { return: number; truncated: number }[];
+      return line;
+    };
+    const plain = await run(0), penalised = await run(3);
+    assert.equal(penalised.truncated, plain.truncated);
+    // (The tiny random policy never emits a stop token in 2 tokens: every response is cut.)
+    assert.ok(plain.truncated > 0, `truncated fraction ${plain.truncated}`);
+    assert.ok(
+      Math.abs(plain.return - penalised.return - 3 * plain.truncated) < 1e-6,
+      `returns ${plain.return} → ${penalised.return}`,
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("ppo: learning-rate warmup and cosine decay over the iterations; constant by default", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const prompts = await writePrompts(dir);
+    const lrs = async (name: string, schedule: { warmup?: number; minLr?: number }) => {
+      const result = await tinyPpoPipeline(join(dir, name), {
+        prompts,
+        iterations: 5,
+        batch: 8,
+        minibatch: 8,
+        epochs: 1,
+        maxResponse: 2,
+        lr: 1e-3,
+        ...schedule,
+        ptx: { coef: 0 },
+        eval: { count: 0 },
+        backend: "cpu",
+      }).execute({ quiet: true });
+      return ((await metricsOf(result.artifacts.ppo.dir)) as { lr: number }[]).map((m) => m.lr);
+    };
+    assert.deepEqual(await lrs("constant", {}), [1e-3, 1e-3, 1e-3, 1e-3, 1e-3]);
+    const scheduled = await lrs("scheduled", { warmup: 2, minLr: 1e-4 });
+    // Warmup: 1/2, 2/2 of lr; then cosine from lr (iteration 2) to minLr (iteration 5, past the end).
+    const expected = [
+      5e-4,
+      1e-3,
+      1e-3,
+      1e-4 + 0.45e-3 * (1 + Math.cos(Math.PI / 3)),
+      1e-4 + 0.45e-3 * (1 + Math.cos(2 * Math.PI / 3)),
+    ];
+    scheduled.forEach((lr, i) =>
+      assert.ok(Math.abs(lr - expected[i]) < 1e-12, `iteration ${i + 1}: ${lr} vs ${expected[i]}`)
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });

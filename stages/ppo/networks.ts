@@ -1,6 +1,7 @@
 /**
  * The networks of a PPO run on a compute backend: the policy (trained), the frozen reference model
- * (the SFT model the KL penalty is measured against), and the AdamW optimizer they share the code of.
+ * (the SFT model the KL penalty is measured against), and the scalar-head models (the frozen reward
+ * model and the trained value function), with `model/train.ts`'s multi-buffer AdamW.
  *
  * PPO's policy gradient is a per-token number times ∇log π(y_t): with g_t = ∂L/∂log π(y_t) from
  * `clippedPolicyLoss`, ∂L/∂logits_t = g_t·(onehot(y_t) − softmax_t), which is the backend's fused
@@ -17,116 +18,9 @@
 import type { Backend, Tensor } from "../../kernels/backend.ts";
 import type { Batch } from "../../model/data.ts";
 import { type Activations, GPT } from "../../model/gpt.ts";
+import { Optimizer, type OptimizerSettings, type OptimizerState } from "../../model/train.ts";
 import type { ParamLayout } from "../../model/params.ts";
-import { entropyOfLogits } from "./math.ts";
-import type { PackedSequences } from "./rollout.ts";
-
-/** AdamW settings of one network. */
-export interface OptimizerSettings {
-  beta1: number;
-  beta2: number;
-  eps: number;
-  weightDecay: number;
-  /** Clip the global gradient norm to this (0: off). */
-  clip: number;
-}
-
-/** The host copy of a network's trainable state, for checkpoints. */
-export interface OptimizerState {
-  /** Optimizer steps taken (AdamW's bias correction). */
-  step: number;
-  params: Float32Array[];
-  m: Float32Array[];
-  v: Float32Array[];
-}
-
-/** One trainable flat buffer: its parameters, gradients and the range that takes weight decay. */
-export interface ParamGroup {
-  params: Tensor;
-  grads: Tensor;
-  decayEnd: number;
-}
-
-/**
- * AdamW over one or more flat buffers with one global gradient-norm clip across all of them (the
- * value model's trunk and head are two buffers). Everything is recorded on the device.
- */
-export class Optimizer {
-  private readonly m: Tensor[];
-  private readonly v: Tensor[];
-  private readonly norms: Tensor;
-  private readonly norm: Tensor;
-  private readonly factor: Tensor;
-
-  constructor(
-    private readonly backend: Backend,
-    private readonly groups: ParamGroup[],
-    private readonly settings: OptimizerSettings,
-    private step = 0,
-    moments?: { m: Float32Array[]; v: Float32Array[] },
-  ) {
-    this.m = groups.map((g, i) => {
-      const t = backend.alloc(g.params.length);
-      if (moments) backend.upload(t, moments.m[i]);
-      return t;
-    });
-    this.v = groups.map((g, i) => {
-      const t = backend.alloc(g.params.length);
-      if (moments) backend.upload(t, moments.v[i]);
-      return t;
-    });
-    this.norms = backend.alloc(groups.length);
-    this.norm = backend.alloc(1);
-    this.factor = backend.alloc(1);
-  }
-
-  /** The device scalar holding the last step's global gradient norm (before clipping). */
-  get gradNorm(): Tensor {
-    return this.norm;
-  }
-
-  /** Optimizer steps taken. */
-  get steps(): number {
-    return this.step;
-  }
-
-  /** Records the clip factor and the AdamW update at `lr`, then zeroes the gradients. */
-  update(lr: number): void {
-    const bk = this.backend;
-    const { clip, ...adamw } = this.settings;
-    // ‖(g₁, g₂, …)‖ = ‖(‖g₁‖, ‖g₂‖, …)‖: per-buffer norms, then the norm of those.
-    this.groups.forEach((g, i) => bk.globalNorm(bk.view(this.norms, i, 1), g.grads));
-    bk.globalNorm(this.norm, this.norms);
-    if (clip > 0) bk.clipScale(this.factor, this.norm, clip);
-    this.step++;
-    this.groups.forEach((g, i) => {
-      bk.adamw(g.params, g.grads, this.m[i], this.v[i], {
-        lr,
-        beta1: adamw.beta1,
-        beta2: adamw.beta2,
-        eps: adamw.eps,
-        weightDecay: adamw.weightDecay,
-        step: this.step,
-        decayRange: [0, g.decayEnd],
-        gradScale: clip > 0 ? this.factor : undefined,
-      });
-      bk.fill(g.grads, 0);
-    });
-    bk.submit();
-  }
-
-  /** Parameters and moments on the host. */
-  async state(): Promise<OptimizerState> {
-    const n = this.groups.length;
-    const all = await this.backend.download(...this.groups.map((g) => g.params), ...this.m, ...this.v);
-    const f = all as Float32Array[];
-    return { step: this.step, params: f.slice(0, n), m: f.slice(n, 2 * n), v: f.slice(2 * n) };
-  }
-
-  dispose(): void {
-    for (const t of [...this.m, ...this.v, this.norms, this.norm, this.factor]) this.backend.free(t);
-  }
-}
+import { gatherResponses, type PackedSequences } from "./rollout.ts";
 
 /** Per-position log π(target) of packed rows, from a forward whose logits stay in `acts`. */
 async function forwardLogprobs(
@@ -187,6 +81,7 @@ export class Policy {
   private readonly acts: Activations;
   private readonly ptxActs?: Activations;
   private readonly out: Tensor;
+  private readonly entropies: Tensor;
   /** Device accumulator of Σ ptx losses since the last {@linkcode readPtxLoss}. */
   private readonly ptxLoss: Tensor;
   private ptxCount = 0;
@@ -197,6 +92,7 @@ export class Policy {
     this.acts = this.gpt.activations(options.rows, options.T, { mask: true });
     if (options.ptx) this.ptxActs = this.gpt.activations(options.ptx.batch, options.ptx.T);
     this.out = backend.alloc(options.rows * options.T);
+    this.entropies = backend.alloc(options.rows * options.T);
     this.ptxLoss = backend.alloc(1);
     const r = options.resume;
     this.optimizer = new Optimizer(
@@ -215,18 +111,14 @@ export class Policy {
 
   /**
    * Entropy (nats) of the next-token distribution at each response position of the last forward
-   * ({@linkcode logprobs} or {@linkcode policyGradient} before its backward). Reads those logits
-   * back: V floats per response token (fine for small vocabularies and batches; see the issue note).
+   * ({@linkcode logprobs}), computed on the device (one float per position comes back).
    */
   async responseEntropy(packed: PackedSequences): Promise<Float64Array[]> {
     const bk = this.gpt.backend;
-    const V = this.gpt.config.vocab;
-    const [logits] = await bk.download(this.acts.logits);
-    return packed.responseStart.map((start, i) => {
-      const h = new Float64Array(packed.responseLength[i]);
-      for (let t = 0; t < h.length; t++) h[t] = entropyOfLogits(logits, (start + t) * V, V);
-      return h;
-    });
+    const rows = this.acts.B * this.acts.T;
+    bk.entropy(this.entropies, this.acts.logits, { rows, V: this.gpt.config.vocab });
+    const [entropies] = await bk.download(this.entropies);
+    return gatherResponses(entropies, packed);
   }
 
   /**
@@ -306,6 +198,7 @@ export class Policy {
     this.gpt.freeActivations(this.acts);
     if (this.ptxActs) this.gpt.freeActivations(this.ptxActs);
     bk.free(this.out);
+    bk.free(this.entropies);
     bk.free(this.ptxLoss);
     this.optimizer.dispose();
     this.gpt.dispose();
@@ -385,7 +278,8 @@ export class ScalarModel {
     const bk = this.gpt.backend;
     const C = this.gpt.config.dim;
     const rows = this.acts.B * this.acts.T;
-    this.gpt.forward(this.acts, packed.inputs);
+    // The LM head's [rows, V] logits are not needed: the scalar head reads the final LayerNorm.
+    this.gpt.forward(this.acts, packed.inputs, { logits: false });
     bk.matmul(this.values, this.acts.lnf, bk.view(this.head, 0, C), {
       m: rows,
       n: 1,

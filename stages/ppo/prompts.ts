@@ -1,16 +1,18 @@
 /**
  * The PPO prompt set: a JSONL file, one prompt a line, either `{"prompt": "…"}` or a conversation
  * `{"messages": [{"role": "system"|"user"|"assistant", "content": "…"}, …]}` ending with a user turn.
- * Other fields (an answer for a checker, an id) are kept in `meta`. Each prompt is rendered in the chat
- * format the SFT model was trained on (`<|user|>…<|end|><|assistant|>`) and the policy continues it;
- * a response ends at `<|end|>` (or `<|endoftext|>`).
+ * Other fields (an `answer` for the checker, an id) are kept in `meta`. Each prompt is rendered with
+ * the chat template the SFT model was trained with (`stages/sft/template.ts`; kiln's default is
+ * `<|user|>…<|end|><|assistant|>`) and the policy continues it; a response ends at the template's
+ * stop tokens (`<|end|>`, `<|endoftext|>`).
  *
  * Every epoch over the prompt set visits each prompt once in an order drawn from the seed and the
  * epoch number; the position in that order is the cursor a checkpoint saves.
  *
  * @example
  * ```ts ignore
- * const { prompts, skipped } = await readPrompts("data/prompts.jsonl", tokenizer, { maxTokens: 96 });
+ * const template = await loadChatTemplate(sftModelDir, tokenizer);
+ * const { prompts, skippedTooLong } = await readPrompts("data/prompts.jsonl", template, { maxTokens: 96 });
  * const cursor = new PromptCursor(prompts.length, 1337);
  * const batch = cursor.take(32).map((i) => prompts[i]);
  * ```
@@ -18,7 +20,8 @@
  */
 import { DataError } from "../../pipeline/errors.ts";
 import { Rng } from "../../model/rng.ts";
-import { CHAT_TOKENS, END_OF_TEXT, type Tokenizer } from "../../tokenizer/mod.ts";
+import type { Role } from "../sft/data.ts";
+import type { ChatTemplate } from "../sft/template.ts";
 
 /** One prompt of the set. */
 export interface Prompt {
@@ -35,32 +38,12 @@ export interface Prompt {
 const ROLES = new Set(["system", "user", "assistant"]);
 
 /**
- * Renders turns in kiln's chat format and opens the assistant's turn:
- * `<|role|>content<|end|>` per turn, then `<|assistant|>`.
- */
-export function renderChatPrompt(tokenizer: Tokenizer, turns: { role: string; content: string }[]): number[] {
-  const ids: number[] = [];
-  for (const turn of turns) {
-    ids.push(tokenizer.specialId(CHAT_TOKENS[turn.role as keyof typeof CHAT_TOKENS]));
-    tokenizer.encodeInto(turn.content, ids);
-    ids.push(tokenizer.specialId(CHAT_TOKENS.end));
-  }
-  ids.push(tokenizer.specialId(CHAT_TOKENS.assistant));
-  return ids;
-}
-
-/** The tokens that end a response: `<|end|>` and `<|endoftext|>`. */
-export function stopTokens(tokenizer: Tokenizer): number[] {
-  return [tokenizer.specialId(CHAT_TOKENS.end), tokenizer.specialId(END_OF_TEXT)];
-}
-
-/**
  * Reads and validates a prompt file. A malformed line is a {@linkcode DataError} naming the file, the
  * line and the field; prompts whose rendering exceeds `maxTokens` are skipped and counted.
  */
 export async function readPrompts(
   path: string,
-  tokenizer: Tokenizer,
+  template: ChatTemplate,
   options: { maxTokens: number },
 ): Promise<{ prompts: Prompt[]; skippedTooLong: number }> {
   let text: string;
@@ -87,7 +70,7 @@ export async function readPrompts(
       throw new DataError(path, where, "expected a JSON object with a prompt or messages field");
     }
     const { prompt, messages, ...meta } = row as Record<string, unknown>;
-    let turns: { role: string; content: string }[];
+    let turns: { role: Role; content: string }[];
     if (typeof prompt === "string") {
       turns = [{ role: "user", content: prompt }];
     } else if (prompt !== undefined) {
@@ -105,7 +88,7 @@ export async function readPrompts(
           );
         }
         if (typeof content !== "string") throw new DataError(path, `${field}.content`, "must be a string");
-        return { role, content };
+        return { role: role as Role, content };
       });
       if (turns.at(-1)?.role !== "user") {
         throw new DataError(
@@ -119,7 +102,7 @@ export async function readPrompts(
     }
     const last = turns.at(-1)!.content;
     if (last.trim() === "") throw new DataError(path, where, "the prompt is empty");
-    const tokens = renderChatPrompt(tokenizer, turns);
+    const tokens = template.prompt(turns);
     if (tokens.length > options.maxTokens) {
       skippedTooLong++;
       continue;
