@@ -76,7 +76,13 @@ export { loadTokenizer, Tokenizer } from "./tokenizer/mod.ts";
 export { type Backend, createBackend, type Tensor } from "./kernels/mod.ts";
 export { type GPTConfig, gptConfig } from "./model/config.ts";
 export { GPT, type GPTOptions, type Precision } from "./model/gpt.ts";
-export { Optimizer, type OptimizerSettings, type TrainBatch, Trainer, type TrainerOptions } from "./model/train.ts";
+export {
+  Optimizer,
+  type OptimizerSettings,
+  type TrainBatch,
+  Trainer,
+  type TrainerOptions,
+} from "./model/train.ts";
 export { ScalarHead, type ScalarHeadWeights } from "./model/scalar_head.ts";
 export { generate, generateBatch, type GenerateOptions, type Generation } from "./model/generate.ts";
 export { loadModelDir, saveModelDir } from "./model/checkpoint.ts";
