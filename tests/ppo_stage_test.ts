@@ -2,13 +2,15 @@ import { strict as assert } from "node:assert";
 import { join } from "node:path";
 import { ConfigError } from "../pipeline/errors.ts";
 import { ppo } from "../stages/ppo.ts";
+import { mulberry32 } from "../model/rng.ts";
 import { tinyPpoPipeline, writePrompts } from "./ppo_fixture.ts";
 
 /** A run small enough for the CPU backend in seconds, exercising every piece of state. */
 const resumeConfig = (prompts: string) => ({
   prompts,
-  // Six iterations, killed after 1 and after 3: the run cannot finish before the second kill lands.
-  iterations: 6,
+  // Twelve iterations, killed twice by iteration 8 (+ < 30 ms, under one iteration): the run cannot
+  // finish before a kill lands.
+  iterations: 12,
   batch: 8,
   minibatch: 4,
   epochs: 2,
@@ -18,7 +20,7 @@ const resumeConfig = (prompts: string) => ({
   kl: { beta: 0.05, target: 1, horizon: 100 }, // adaptive: the controller's state must resume too
   ptx: { coef: 0.5, batch: 2, seqLen: 8 },
   samples: 2,
-  eval: { fraction: 0.25, every: 3 }, // 2 of the 8 prompts, answered at iterations 0, 3 and 6
+  eval: { fraction: 0.25, every: 6 }, // 2 of the 8 prompts, answered at iterations 0, 6 and 12
   backend: "cpu" as const,
 });
 
@@ -49,8 +51,11 @@ async function checkpointedIteration(workdir: string): Promise<number> {
   return await walk(workdir);
 }
 
-/** Runs the fixture pipeline in a subprocess and kill -9s it once its checkpoint reaches `iteration`. */
-async function killAt(workdir: string, config: unknown, iteration: number): Promise<void> {
+/**
+ * Runs the fixture pipeline in a subprocess and kill -9s it `delayMs` after its checkpoint reaches
+ * `iteration`, so the kill lands somewhere inside the next iteration.
+ */
+async function killAt(workdir: string, config: unknown, iteration: number, delayMs: number): Promise<void> {
   const child = new Deno.Command(Deno.execPath(), {
     args: [
       "run",
@@ -68,6 +73,7 @@ async function killAt(workdir: string, config: unknown, iteration: number): Prom
   while (!done && Date.now() < deadline && await checkpointedIteration(workdir) < iteration) {
     await new Promise((r) => setTimeout(r, 25));
   }
+  await new Promise((r) => setTimeout(r, delayMs));
   if (done) {
     const err = new TextDecoder().decode((await child.output()).stderr);
     throw new Error(`the run finished before iteration ${iteration} was checkpointed: ${err}`);
@@ -77,7 +83,15 @@ async function killAt(workdir: string, config: unknown, iteration: number): Prom
   await child.stderr.cancel().catch(() => {});
 }
 
-Deno.test("ppo: kill -9 at two iterations and rerun: identical metrics and final weights (CPU)", async () => {
+Deno.test("ppo: kill -9 at two random moments and rerun: identical metrics and final weights (CPU)", async () => {
+  // Seeded random kill points; KILN_TEST_SEED replays one.
+  const seed = Number(Deno.env.get("KILN_TEST_SEED") ?? Date.now() % 100000);
+  const random = mulberry32(seed);
+  const kill1 = 1 + Math.floor(random() * 4), kill2 = kill1 + 1 + Math.floor(random() * (8 - kill1));
+  const delays = [Math.floor(random() * 30), Math.floor(random() * 30)];
+  console.log(
+    `seed ${seed}: killed ${delays[0]} ms after iteration ${kill1}, ${delays[1]} ms after ${kill2}`,
+  );
   const dir = await Deno.makeTempDir();
   try {
     const prompts = await writePrompts(dir);
@@ -85,11 +99,11 @@ Deno.test("ppo: kill -9 at two iterations and rerun: identical metrics and final
     const straight = await tinyPpoPipeline(join(dir, "straight"), config).execute({ quiet: true });
     const expected = straight.artifacts.ppo;
 
-    // Killed after iteration 1's checkpoint, resumed, killed after iteration 3's, resumed to the end.
+    // Killed inside the iteration after `kill1`'s checkpoint, resumed, killed after `kill2`'s, resumed.
     const workdir = join(dir, "killed");
-    await killAt(workdir, config, 1);
-    assert.equal(await checkpointedIteration(workdir) >= 1, true);
-    await killAt(workdir, config, 3);
+    await killAt(workdir, config, kill1, delays[0]);
+    assert.equal(await checkpointedIteration(workdir) >= kill1, true);
+    await killAt(workdir, config, kill2, delays[1]);
     const resumed = await tinyPpoPipeline(workdir, config).execute({ quiet: true });
     const got = resumed.artifacts.ppo;
 
@@ -103,7 +117,7 @@ Deno.test("ppo: kill -9 at two iterations and rerun: identical metrics and final
     const lines = await metricsOf(expected.dir) as Record<string, number>[];
     const evals = lines.filter((m) => "heldOutReward" in m);
     const evalLines = evals.map((m) => [m.iteration, m.checked, m.passRate]);
-    assert.deepEqual(evalLines, [[0, 2, 0], [3, 2, 0], [6, 2, 0]]);
+    assert.deepEqual(evalLines, [[0, 2, 0], [6, 2, 0], [12, 2, 0]]);
     assert.equal(expected.stats.rewardBefore, evals[0].heldOutReward);
     assert.equal(expected.stats.reward, evals[2].heldOutReward);
     assert.equal(expected.stats.passRateBefore, 0);
@@ -111,18 +125,18 @@ Deno.test("ppo: kill -9 at two iterations and rerun: identical metrics and final
     assert.equal(expected.stats.prompts, 6, "held-out prompts are not trained on");
     const samples = (await expected.readText("samples.jsonl")).trim().split("\n").map((l) => JSON.parse(l));
     const verdicts = samples.map((s) => `${s.iteration}:${s.pass}`);
-    assert.deepEqual(verdicts, ["0:false", "0:false", "3:false", "3:false", "6:false", "6:false"]);
+    assert.deepEqual(verdicts, ["0:false", "0:false", "6:false", "6:false", "12:false", "12:false"]);
     // The mean of the held-out answers' scores is the evaluation's reward.
     const first = samples.filter((s) => s.iteration === 0).map((s) => s.reward);
     assert.ok(Math.abs((first[0] + first[1]) / 2 - evals[0].heldOutReward) < 1e-12);
     const metrics = lines.filter((m) => "kl" in m) as { iteration: number; ptxLoss: number; beta: number }[];
-    assert.deepEqual(metrics.map((m) => m.iteration), [1, 2, 3, 4, 5, 6]);
+    assert.deepEqual(metrics.map((m) => m.iteration), [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
     assert.ok(
       metrics.every((m) => (m as unknown as { passRate: number }).passRate === 0),
       "rollouts checked too",
     );
     assert.ok(metrics.every((m) => Number.isFinite(m.ptxLoss)), "ptx loss logged every iteration");
-    assert.notEqual(metrics[5].beta, metrics[0].beta, "the adaptive controller moved β");
+    assert.notEqual(metrics[11].beta, metrics[0].beta, "the adaptive controller moved β");
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
