@@ -1,6 +1,6 @@
 /**
- * The demo pipeline: InstructGPT's recipe end to end, at toy scale so it runs in about a minute on a
- * laptop CPU. Real web archives in (examples/data/*.warc.gz), then dedupe, quality filter, a BPE
+ * The demo pipeline: InstructGPT's recipe end to end, at toy scale so it runs in seconds on a laptop
+ * CPU. Real web archives in (examples/data/*.warc.gz), then dedupe, quality filter, a BPE
  * tokenizer trained on what survived, a tiny GPT pretrained on it, and the three alignment steps on the
  * checkable arithmetic/string task of examples/data/*.jsonl (made by examples/make_rlhf_data.ts).
  *
@@ -16,8 +16,8 @@ import { crawl, dedupe, pipeline, ppo, pretrain, qualityFilter, rewardModel, sft
 
 const data = (name: string) => new URL(`./data/${name}`, import.meta.url).pathname;
 const model = { layers: 1, dim: 32, heads: 2, context: 48 };
-// The CPU backend keeps the demo's time predictable on machines without a GPU (a software WebGPU
-// adapter compiles each shader for seconds); use "auto" to train on a GPU.
+// The CPU backend makes the demo's numbers the same to the bit on every machine; "auto" (the default)
+// trains on a GPU where there is one.
 const backend = "cpu";
 
 await pipeline("demo", { workdir: ".kiln" })
