@@ -11,7 +11,7 @@ import { type LoadedModel, loadModelDir } from "../../model/checkpoint.ts";
 import { loadTokenizer, type Tokenizer } from "../../tokenizer/mod.ts";
 import { loadRewardModel, REWARD_STATS_FILE } from "../reward_model/score.ts";
 import { type ChatTemplate, loadChatTemplate } from "../sft/template.ts";
-import type { ScalarHeadWeights } from "./networks.ts";
+import type { ScalarHeadWeights } from "../../model/scalar_head.ts";
 
 /** A reward model: trunk weights, the scalar head, and the statistics of its scores. */
 export interface RewardModel extends LoadedModel {

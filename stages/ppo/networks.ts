@@ -20,6 +20,7 @@ import type { Batch } from "../../model/data.ts";
 import { type Activations, GPT } from "../../model/gpt.ts";
 import { Optimizer, type OptimizerSettings, type OptimizerState } from "../../model/train.ts";
 import type { ParamLayout } from "../../model/params.ts";
+import { ScalarHead, type ScalarHeadWeights } from "../../model/scalar_head.ts";
 import { gatherResponses, type PackedSequences } from "./rollout.ts";
 
 /** Per-position log π(target) of packed rows, from a forward whose logits stay in `acts`. */
@@ -205,13 +206,6 @@ export class Policy {
   }
 }
 
-/** A scalar head on the final LayerNorm's output: `value = lnf · weight + bias` at every position. */
-export interface ScalarHeadWeights {
-  /** `[C]`. */
-  weight: Float32Array;
-  bias: number;
-}
-
 /** Options of a {@linkcode ScalarModel}. */
 export interface ScalarModelOptions {
   rows: number;
@@ -224,13 +218,13 @@ export interface ScalarModelOptions {
 /**
  * A GPT trunk with a scalar head: the reward model (frozen; its score is the head at the last token)
  * and the value function (trained; V(s_t) is the head at the position that predicts token t).
- * The head's weight and bias are one flat `[C + 1]` buffer, a second AdamW group beside the trunk's.
+ * The head always has a bias (0 when `head` has none), so its buffer is `[C + 1]`: the head's weight,
+ * then its bias, a second AdamW group beside the trunk's.
  */
 export class ScalarModel {
   readonly gpt: GPT;
-  /** `[C + 1]`: the head's weight, then its bias. */
-  readonly head: Tensor;
-  private readonly headGrads?: Tensor;
+  /** With a bias: `head.params` is `[C + 1]`, the checkpoint's `head` tensor. */
+  readonly head: ScalarHead;
   private readonly acts: Activations;
   private readonly values: Tensor;
   private readonly dvalues: Tensor;
@@ -243,29 +237,19 @@ export class ScalarModel {
     head: ScalarHeadWeights,
     options: ScalarModelOptions,
   ) {
-    const C = layout.config.dim;
-    if (head.weight.length !== C) {
-      throw new Error(`scalar head has ${head.weight.length} weights, the model width is ${C}`);
-    }
     const training = options.optimizer !== undefined;
     this.gpt = new GPT(backend, layout, params, { training });
-    this.head = backend.alloc(C + 1);
-    const headParams = new Float32Array(C + 1);
-    headParams.set(head.weight);
-    headParams[C] = head.bias;
-    backend.upload(this.head, headParams);
+    this.head = new ScalarHead(this.gpt, { weight: head.weight, bias: head.bias ?? 0 }, { training });
     this.acts = this.gpt.activations(options.rows, options.T);
     this.values = backend.alloc(options.rows * options.T);
     this.dvalues = backend.alloc(options.rows * options.T);
     if (options.optimizer) {
-      this.headGrads = backend.alloc(C + 1);
       const r = options.resume;
       this.optimizer = new Optimizer(
         backend,
         [
           { params: this.gpt.params, grads: this.gpt.grads!, decayEnd: layout.decayEnd },
-          // The head's weight decays, its bias does not.
-          { params: this.head, grads: this.headGrads, decayEnd: C },
+          this.head.paramGroup(),
         ],
         options.optimizer,
         r?.step ?? 0,
@@ -275,17 +259,9 @@ export class ScalarModel {
   }
 
   private recordForward(packed: PackedSequences): void {
-    const bk = this.gpt.backend;
-    const C = this.gpt.config.dim;
-    const rows = this.acts.B * this.acts.T;
     // The LM head's [rows, V] logits are not needed: the scalar head reads the final LayerNorm.
     this.gpt.forward(this.acts, packed.inputs, { logits: false });
-    bk.matmul(this.values, this.acts.lnf, bk.view(this.head, 0, C), {
-      m: rows,
-      n: 1,
-      k: C,
-      bias: bk.view(this.head, C, 1),
-    });
+    this.head.forward(this.acts, this.values);
   }
 
   /** The head's output at every position of the packed rows. */
@@ -304,31 +280,17 @@ export class ScalarModel {
     loss: (values: Float32Array) => { grad: Float32Array; result: R },
   ): Promise<R> {
     if (!this.optimizer) throw new Error("this scalar model is frozen");
-    const { gpt, acts } = this;
-    const bk = gpt.backend;
-    const C = gpt.config.dim;
-    const rows = acts.B * acts.T;
     const values = await this.forward(packed);
     const { grad, result } = loss(values);
-    bk.upload(this.dvalues, grad);
-    // value = lnf · w + b:  dlnf = dvalue · wᵀ,  dw += lnfᵀ · dvalue,  db += Σ dvalue.
-    bk.matmul(acts.dC, this.dvalues, bk.view(this.head, 0, C), { m: rows, n: C, k: 1, transB: true });
-    bk.matmul(bk.view(this.headGrads!, 0, C), acts.lnf, this.dvalues, {
-      m: C,
-      n: 1,
-      k: rows,
-      transA: true,
-      accumulate: true,
-    });
-    bk.sumRows(bk.view(this.headGrads!, C, 1), this.dvalues, { rows, cols: 1, accumulate: true });
-    gpt.backwardTrunk(acts, acts.dC);
+    this.gpt.backend.upload(this.dvalues, grad);
+    this.head.backward(this.acts, this.dvalues);
     return result;
   }
 
   /** The accumulated trunk and head gradients on the host (tests). */
   async readGrads(): Promise<{ trunk: Float32Array; head: Float32Array }> {
     if (!this.optimizer) throw new Error("this scalar model is frozen");
-    const [trunk, head] = await this.gpt.backend.download(this.gpt.grads!, this.headGrads!);
+    const [trunk, head] = await this.gpt.backend.download(this.gpt.grads!, this.head.grads!);
     return { trunk: trunk as Float32Array, head: head as Float32Array };
   }
 
@@ -347,8 +309,8 @@ export class ScalarModel {
   dispose(): void {
     const bk = this.gpt.backend;
     this.gpt.freeActivations(this.acts);
-    for (const t of [this.head, this.values, this.dvalues]) bk.free(t);
-    if (this.headGrads) bk.free(this.headGrads);
+    for (const t of [this.values, this.dvalues]) bk.free(t);
+    this.head.dispose();
     this.optimizer?.dispose();
     this.gpt.dispose();
   }

@@ -20,6 +20,7 @@
 import type { Backend, Tensor } from "../../kernels/backend.ts";
 import { type Activations, GPT } from "../../model/gpt.ts";
 import type { ParamLayout } from "../../model/params.ts";
+import { ScalarHead } from "../../model/scalar_head.ts";
 import { Optimizer, type OptimizerSettings, type OptimizerState } from "../../model/train.ts";
 import { batchRows, type Encoded, packRows } from "../sft/packing.ts";
 
@@ -53,14 +54,12 @@ export function packSequences(sequences: readonly number[][], T: number, pad: nu
 /** A GPT trunk with a scalar head; trainable when given optimizer settings. */
 export class RewardNetwork {
   readonly gpt: GPT;
-  /** `[C]`: the head's weight. */
-  readonly head: Tensor;
-  private readonly headGrads?: Tensor;
+  /** The `[C]` weight, no bias. */
+  readonly head: ScalarHead;
   private readonly optimizer?: Optimizer;
   private acts?: Activations;
   private scores?: Tensor;
   private dscores?: Tensor;
-  private dlnf?: Tensor;
 
   constructor(
     readonly backend: Backend,
@@ -70,26 +69,22 @@ export class RewardNetwork {
     readonly T: number,
     options: { optimizer?: OptimizerSettings; resume?: OptimizerState } = {},
   ) {
-    const C = layout.config.dim;
-    if (head.length !== C) {
-      throw new Error(`the scalar head has ${head.length} weights, the model width is ${C}`);
-    }
     if (T > layout.config.context) {
       throw new Error(`row length ${T} exceeds the model's context ${layout.config.context}`);
     }
     this.gpt = new GPT(backend, layout, options.resume?.params[0] ?? params, {
       training: !!options.optimizer,
     });
-    this.head = backend.alloc(C);
-    backend.upload(this.head, options.resume?.params[1] ?? head);
+    this.head = new ScalarHead(this.gpt, { weight: options.resume?.params[1] ?? head }, {
+      training: !!options.optimizer,
+    });
     if (options.optimizer) {
-      this.headGrads = backend.alloc(C);
       const r = options.resume;
       this.optimizer = new Optimizer(
         backend,
         [
           { params: this.gpt.params, grads: this.gpt.grads!, decayEnd: layout.decayEnd },
-          { params: this.head, grads: this.headGrads, decayEnd: C },
+          this.head.paramGroup(),
         ],
         options.optimizer,
         r?.step ?? 0,
@@ -104,13 +99,12 @@ export class RewardNetwork {
     const bk = this.backend;
     if (this.acts) {
       this.gpt.freeActivations(this.acts);
-      for (const t of [this.scores!, this.dscores!, this.dlnf!]) bk.free(t);
+      for (const t of [this.scores!, this.dscores!]) bk.free(t);
     }
     const rows = B * this.T;
     this.acts = this.gpt.activations(B, this.T, { segments: true });
     this.scores = bk.alloc(rows);
     this.dscores = bk.alloc(rows);
-    this.dlnf = bk.alloc(rows * this.layout.config.dim);
     return this.acts;
   }
 
@@ -127,7 +121,7 @@ export class RewardNetwork {
     for (let i = packed.inputs.length; i < n; i++) positions[i] = i % this.T;
     // No language-model head: the scalar head reads the final LayerNorm's output.
     this.gpt.forward(acts, inputs, { segments, positions, logits: false });
-    this.backend.matmul(this.scores!, acts.lnf, this.head, { m: n, n: 1, k: this.layout.config.dim });
+    this.head.forward(acts, this.scores!);
     return acts;
   }
 
@@ -149,16 +143,14 @@ export class RewardNetwork {
     if (!this.optimizer) throw new Error("this reward network was created without an optimizer");
     const acts = this.record(packed);
     const bk = this.backend;
-    const C = this.layout.config.dim, n = acts.B * this.T;
+    const n = acts.B * this.T;
     const [scores] = await bk.download(this.scores!);
     const rewards = Float32Array.from(packed.last, (p) => scores[p]);
     const dr = lossGrad(rewards);
     const dscores = new Float32Array(n);
     packed.last.forEach((p, i) => (dscores[p] = dr[i]));
     bk.upload(this.dscores!, dscores);
-    bk.matmul(this.dlnf!, this.dscores!, this.head, { m: n, n: C, k: 1 });
-    bk.matmul(this.headGrads!, acts.lnf, this.dscores!, { m: C, n: 1, k: n, transA: true, accumulate: true });
-    this.gpt.backwardTrunk(acts, this.dlnf!);
+    this.head.backward(acts, this.dscores!);
     return rewards;
   }
 
@@ -180,18 +172,17 @@ export class RewardNetwork {
 
   /** Trunk and head weights on the host. */
   async weights(): Promise<{ params: Float32Array; head: Float32Array }> {
-    const [params, head] = await this.backend.download(this.gpt.params, this.head);
-    return { params: params as Float32Array, head: head as Float32Array };
+    const [params] = await this.backend.download(this.gpt.params);
+    return { params: params as Float32Array, head: (await this.head.read()).weight };
   }
 
   dispose(): void {
     const bk = this.backend;
     if (this.acts) {
       this.gpt.freeActivations(this.acts);
-      for (const t of [this.scores!, this.dscores!, this.dlnf!]) bk.free(t);
+      for (const t of [this.scores!, this.dscores!]) bk.free(t);
     }
-    bk.free(this.head);
-    if (this.headGrads) bk.free(this.headGrads);
+    this.head.dispose();
     this.optimizer?.dispose();
     this.gpt.dispose();
   }
