@@ -9,7 +9,11 @@
  *
  * It starts from the upstream model artifact (pretrain's), or from `init`: a local model directory in
  * the Hugging Face GPT-2 layout (`config.json` + `model.safetensors`, e.g. a downloaded GPT-2 124M).
- * The tokenizer is `tokenizer` when set (a name or file), else the `tokenizer.json` of the model.
+ * The tokenizer is `tokenizer` when set (a name or file), else the `tokenizer.json` of the model. When
+ * it lacks the chat tokens the template uses (GPT-2's does), they are added as special tokens after its
+ * last id and the token embedding grows by as many rows, each the mean of the existing rows
+ * (`sft/vocab.ts`); the artifact carries the grown model and tokenizer, so the reward model and PPO
+ * use them unchanged.
  *
  * Held-out data: the `val.data` file, or a seeded `val.fraction` of the demonstrations. Its response-only
  * loss is measured every `eval.every` steps and at the end; on `samples.count` of its prompts the model
@@ -30,8 +34,11 @@
  * ```ts ignore
  * pipeline("chat").pipe(tokenize(…)).pipe(pretrain(…))
  *   .pipe(sft({ data: "data/sft.jsonl", epochs: 3, lr: 1e-4 }));
- * sft({ data: "data/sft.jsonl", init: "models/gpt2", tokenizer: "gpt2",
- *       template: { user: "User: ", assistant: "\nAssistant: ", end: "<|endoftext|>" } });
+ * // GPT-2 (with its tokenizer.json): the embedding grows from 50,257 to 50,261 rows for the chat tokens.
+ * sft({ data: "data/sft.jsonl", init: "models/gpt2" });
+ * // Plain-text markers instead: GPT-2's vocabulary as it is.
+ * sft({ data: "data/sft.jsonl", init: "models/gpt2",
+ *       template: { system: "System: ", user: "User: ", assistant: "\nAssistant: ", end: "<|endoftext|>" } });
  * ```
  * @module
  */
@@ -61,6 +68,7 @@ import { CHAT_TEMPLATE_FILE, ChatTemplate } from "./sft/template.ts";
 import { batchRows, type Encoded, type PackedBatch, packRows, type Row } from "./sft/packing.ts";
 import { checkResponse } from "./sft/task.ts";
 import { holdOut } from "./sft/jsonl.ts";
+import { fitVocab, withChatTokens } from "./sft/vocab.ts";
 
 const markers = z.object({
   system: z.string().optional(),
@@ -79,9 +87,16 @@ const schema = z.object({
     data: z.string().min(1).optional(),
     fraction: z.number().min(0).max(0.5).default(0.05),
   }).strict().default({ fraction: 0.05 }),
-  /** Start from this model directory instead of the upstream artifact (HF GPT-2 layout). */
+  /**
+   * Start from this model directory instead of the upstream artifact: Hugging Face GPT-2 layout
+   * (`config.json`, `model.safetensors`, and `tokenizer.json` unless `tokenizer` is set), e.g. a local
+   * GPT-2 download or another stage's artifact. If its tokenizer lacks the chat tokens the template
+   * uses, they are added and the embedding grows by one row per token, set to the mean of the existing
+   * rows (logged; `embeddingRowsAdded` in the stats). A tokenizer with ordinary tokens past the model's
+   * vocabulary is refused, naming both sizes.
+   */
   init: z.string().min(1).optional(),
-  /** Tokenizer name or file; default: the model's `tokenizer.json`. */
+  /** Tokenizer name or file; default: the `tokenizer.json` of `init` or of the upstream model. */
   tokenizer: z.string().min(1).optional(),
   /** Chat template markers (default: the tokenizer's `<|system|>`, `<|user|>`, `<|assistant|>`, `<|end|>`). */
   template: markers.default({}),
@@ -248,11 +263,15 @@ async function fingerprint(cfg: SftConfig) {
 
 async function run(ctx: StageContext<SftConfig, "model">) {
   const cfg = ctx.config;
-  const { tokenizer, file: tokenizerFile } = await modelTokenizer("sft", cfg.tokenizer, [
-    cfg.init,
-    ctx.input.dir,
-  ]);
-  const initial = await startingModel("sft", cfg.init, ctx.input, tokenizer);
+  const source = await modelTokenizer("sft", cfg.tokenizer, [cfg.init, ctx.input.dir]);
+  const tokenizerFile = source.file;
+  // A tokenizer without kiln's chat tokens (GPT-2's) gets those the template uses, and the model's
+  // embedding the rows for them (sft/vocab.ts).
+  const { tokenizer, added } = withChatTokens(source.tokenizer, cfg.template);
+  const fitted = fitVocab("sft", await loadModelDir(cfg.init ?? ctx.input.dir), tokenizer, added);
+  if (fitted.note) ctx.log(fitted.note);
+  if (fitted.rows.length > 0) ctx.stats.set("embeddingRowsAdded", fitted.rows.length);
+  const initial = fitted.model;
   const { config, layout } = initial;
   let template: ChatTemplate;
   try {
@@ -335,10 +354,9 @@ async function run(ctx: StageContext<SftConfig, "model">) {
     if (b.tokens > 0) valBatches.push(b);
   }
   try {
-    const model = trainer.model;
     const sample = async () => {
       if (heldOut.length === 0) return;
-      const lines = await answerPrompts(model, template, heldOut, step, { ...cfg.samples, rng });
+      const lines = await answerPrompts(trainer.model, template, heldOut, step, { ...cfg.samples, rng });
       samples.push(...lines);
       const rate = passRate(lines);
       if (rate) {
@@ -446,7 +464,7 @@ async function run(ctx: StageContext<SftConfig, "model">) {
 /** Supervised fine-tuning on demonstrations; see the module doc. */
 export const sft = defineStage({
   name: "sft",
-  version: 2,
+  version: 3,
   module: import.meta.url,
   input: "model",
   output: "model",

@@ -12,9 +12,11 @@
  * ```
  *
  * Markers are strings: one that is a special token of the tokenizer becomes that single id, any other
- * text is encoded as text, so a tokenizer without chat tokens (GPT-2's) can use e.g.
- * `{ user: "User: ", assistant: "\nAssistant: ", end: "\n" }`. Message contents are always encoded as
- * plain text: a user typing `<|end|>` cannot forge a turn boundary.
+ * text is encoded as text. The `sft` stage adds the chat tokens the markers use to a tokenizer that
+ * lacks them (GPT-2's), growing the model's embedding (`sft/vocab.ts`); to keep a vocabulary as it is,
+ * set all four markers to text, e.g. `{ system: "System: ", user: "User: ", assistant: "\nAssistant: ",
+ * end: "\n" }`. Message contents are always encoded as plain text: a user typing `<|end|>` cannot forge
+ * a turn boundary.
  *
  * The `sft` stage writes the template it trained with into its artifact (`chat_template.json`), and
  * the reward model and PPO render prompts with the same one ({@linkcode loadChatTemplate}).
