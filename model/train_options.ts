@@ -1,7 +1,8 @@
 /**
- * The optimizer, schedule and backend settings every training stage shares (pretrain, SFT, reward
- * model), as zod fields to spread into a stage's config schema, so their names, ranges and meaning are
- * one thing. Each stage picks its own defaults for what differs between pretraining and fine-tuning.
+ * The optimizer, schedule, backend and precision settings every training stage shares (pretrain, SFT,
+ * reward model; PPO the backend and precision ones), as zod fields to spread into a stage's config
+ * schema, so their names, ranges and meaning are one thing. Each stage picks its own defaults for what
+ * differs between pretraining and fine-tuning.
  *
  * @example
  * ```ts
@@ -13,6 +14,9 @@
  * @module
  */
 import { z } from "zod";
+import type { Backend } from "../kernels/backend.ts";
+import { ConfigError } from "../pipeline/errors.ts";
+import type { Precision } from "./gpt.ts";
 
 /** A whole number ≥ 1. */
 export const positiveInt = z.number().int().min(1);
@@ -49,3 +53,22 @@ export const backendOption = z.enum(["auto", "cpu", "webgpu"]).default("auto");
  * with a config error rather than silently training in fp32.
  */
 export const precisionOption = z.enum(["fp32", "mixed"]).default("fp32");
+
+/**
+ * Checks, before training, that `backend` can run `precision`: `mixed` needs f16 tensors. Otherwise
+ * it destroys the backend (the stage will not use it) and throws a {@linkcode ConfigError} naming
+ * `config.precision`; a silent fp32 fallback would make a run that claims mixed numbers not
+ * reproducible as such.
+ */
+export function checkPrecision(stage: string, precision: Precision, backend: Backend): void {
+  if (precision !== "mixed" || backend.hasF16) return;
+  backend.destroy();
+  throw new ConfigError(
+    stage,
+    ["precision"],
+    [
+      `"mixed" needs f16 tensors, which the ${backend.name} backend (${backend.description}) does not have`,
+      `(WebGPU needs the adapter feature "shader-f16"); use precision "fp32", or backend "cpu" (which has f16)`,
+    ].join(" "),
+  );
+}

@@ -28,10 +28,10 @@
  * log π_SFT per response, on the samples), `nonScoreReward`, `beta`, `lr`, `policyLoss`, `valueLoss`,
  * `ptxLoss` (pretraining loss of the ptx batches), `clipFraction`, `valueClipFraction`, `approxKl`,
  * `entropy` (nats per response token), `responseLength`, `truncated` (fraction cut at `maxResponse`
- * without a stop token; `missingEndPenalty` lowers their scores), `passRate` (the checker on the
- * samples, when prompts are checkable), `return`, `value`, `samples` (a few prompts with their
- * responses and scores) and `time` (ms spent generating, scoring and training: the only fields that
- * differ between otherwise identical runs).
+ * without a stop token; `missingEndPenalty` lowers their scores), `rolloutPassRate` (the checker on
+ * the samples, when prompts are checkable; `passRate` is the held-out one), `return`, `value`,
+ * `samples` (a few prompts with their responses and scores) and `time` (ms spent generating, scoring
+ * and training: the only fields that differ between otherwise identical runs).
  *
  * Exact resume: every `checkpointEvery` iterations (and on SIGINT/SIGTERM) the policy, the value model,
  * both optimizers, the RNG, the KL controller, the prompt and ptx cursors and the metrics so far are
@@ -57,6 +57,7 @@ import { type LoaderCursor, TokenLoader } from "../model/data.ts";
 import { generateBatch } from "../model/generate.ts";
 import { Rng } from "../model/rng.ts";
 import { learningRate } from "../model/schedule.ts";
+import { backendOption, checkPrecision, precisionOption } from "../model/train_options.ts";
 import { holdOut } from "./sft/jsonl.ts";
 import { CHAT_TEMPLATE_FILE } from "./sft/template.ts";
 import { findTokenizer, readPolicyModel, readRewardModel } from "./ppo/artifacts.ts";
@@ -165,7 +166,13 @@ const schema = z.object({
   chunk: positiveInt.default(16),
   /** Checkpoint every this many iterations. */
   checkpointEvery: positiveInt.default(1),
-  backend: z.enum(["auto", "cpu", "webgpu"]).default("auto"),
+  backend: backendOption,
+  /**
+   * `fp32`, or `mixed`: every network's matmuls read f16 copies of the weights and activations, with
+   * f32 accumulation, master weights, log-probs and AdamW (needs f16 support). Sampling reads the f32
+   * weights.
+   */
+  precision: precisionOption,
 }).strict();
 
 /** The config of {@linkcode ppo}. */
@@ -191,7 +198,7 @@ export interface PpoMetrics {
   /** Fraction of the responses cut at `maxResponse` without a stop token. */
   truncated: number;
   /** Fraction of the sampled responses the checker passes, among checkable prompts (absent if none). */
-  passRate?: number;
+  rolloutPassRate?: number;
   return: number;
   value: number;
   samples: { prompt: string; response: string; reward: number }[];
@@ -226,16 +233,16 @@ const split = (flat: Float64Array, like: ArrayLike<number>[]) => {
 };
 const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length);
 
-/** `{ passRate }` of sampled answers over the checkable prompts of a batch, or `{}` when none is. */
-function rolloutPassRate(batch: Prompt[], answers: string[]): { passRate?: number } {
+/** `{ rolloutPassRate }` of sampled answers over the checkable prompts of a batch, or `{}` when none is. */
+function rolloutPassRate(batch: Prompt[], answers: string[]): { rolloutPassRate?: number } {
   const verdicts = batch.map((p, i) => checkAnswer(p, answers[i])).filter((v) => v !== undefined);
-  return verdicts.length ? { passRate: verdicts.filter(Boolean).length / verdicts.length } : {};
+  return verdicts.length ? { rolloutPassRate: verdicts.filter(Boolean).length / verdicts.length } : {};
 }
 
 /** InstructGPT's PPO(-ptx) stage; see the module doc. */
 export const ppo = defineStage({
   name: "ppo",
-  version: 1,
+  version: 2,
   module: import.meta.url,
   input: "reward-model",
   output: "model",
@@ -334,6 +341,7 @@ export const ppo = defineStage({
     if (saved) ctx.log(`resuming from the checkpoint after iteration ${iteration}`);
 
     const backend = await createBackend({ backend: cfg.backend, log: ctx.log });
+    checkPrecision("ppo", cfg.precision, backend);
     const C = config.dim;
     const policyGroup = saved?.groups.policy;
     const valueGroup = saved?.groups.value;
@@ -343,9 +351,14 @@ export const ppo = defineStage({
       ptx: ptxOn ? { batch: cfg.ptx.batch, T: ptxSeqLen } : undefined,
       optimizer,
       resume: policyGroup && { step: saved!.state.policyStep, m: policyGroup.m, v: policyGroup.v },
+      precision: cfg.precision,
     });
-    const reference = new ReferenceModel(backend, layout, sft.params, rows, T);
-    const reward = new ScalarModel(backend, rm.layout, rm.params, rm.head, { rows, T });
+    const reference = new ReferenceModel(backend, layout, sft.params, rows, T, cfg.precision);
+    const reward = new ScalarModel(backend, rm.layout, rm.params, rm.head, {
+      rows,
+      T,
+      precision: cfg.precision,
+    });
     const value = new ScalarModel(
       backend,
       rm.layout,
@@ -355,6 +368,7 @@ export const ppo = defineStage({
         rows,
         T,
         optimizer,
+        precision: cfg.precision,
         resume: valueGroup && {
           step: saved!.state.valueStep,
           m: [valueGroup.trunkM, valueGroup.headM],
@@ -363,7 +377,7 @@ export const ppo = defineStage({
       },
     );
     ctx.log(
-      `PPO on ${backend.name}: ${
+      `PPO on ${backend.name} in ${cfg.precision}: ${
         layout.total.toLocaleString("en")
       }-parameter policy, ${prompts.length} prompts, ` +
         `${cfg.iterations} iterations of ${cfg.batch} responses (≤ ${cfg.maxResponse} tokens), ` +
@@ -573,7 +587,7 @@ export const ppo = defineStage({
             `clip ${line.clipFraction.toFixed(3)} entropy ${line.entropy.toFixed(3)} len ${
               line.responseLength.toFixed(1)
             } cut ${line.truncated.toFixed(2)}${
-              line.passRate === undefined ? "" : ` pass ${line.passRate.toFixed(2)}`
+              line.rolloutPassRate === undefined ? "" : ` pass ${line.rolloutPassRate.toFixed(2)}`
             }`,
         );
         if (iteration === cfg.iterations || (cfg.eval.every > 0 && iteration % cfg.eval.every === 0)) {
@@ -608,6 +622,7 @@ export const ppo = defineStage({
       ctx.stats.set("iterations", iteration);
       ctx.stats.set("episodes", iteration * cfg.batch);
       ctx.stats.set("backend", backend.name);
+      ctx.stats.set("precision", cfg.precision);
     } finally {
       policy.dispose();
       reference.dispose();

@@ -26,10 +26,16 @@
  * @module
  */
 import { z } from "zod";
-import { backendOption, optimizerOptions, positiveInt, precisionOption } from "../model/train_options.ts";
+import {
+  backendOption,
+  checkPrecision,
+  optimizerOptions,
+  positiveInt,
+  precisionOption,
+} from "../model/train_options.ts";
 import { basename } from "node:path";
 import { defineStage } from "../pipeline/stage.ts";
-import { ConfigError, DataError, InterruptedError, KilnError } from "../pipeline/errors.ts";
+import { DataError, InterruptedError, KilnError } from "../pipeline/errors.ts";
 import { loadTokenizer } from "../tokenizer/load.ts";
 import { END_OF_TEXT, type Tokenizer } from "../tokenizer/tokenizer.ts";
 import { createBackend } from "../kernels/device.ts";
@@ -182,17 +188,7 @@ export const pretrain = defineStage({
     }
 
     const backend = await createBackend({ backend: cfg.backend, log: (line) => ctx.log(line) });
-    if (cfg.precision === "mixed" && !backend.hasF16) {
-      backend.destroy();
-      throw new ConfigError(
-        "pretrain",
-        ["precision"],
-        [
-          `"mixed" needs f16 tensors, which the ${backend.name} backend (${backend.description}) does not have`,
-          `(WebGPU needs the adapter feature "shader-f16"); use precision "fp32", or backend "cpu" (which has f16)`,
-        ].join(" "),
-      );
-    }
+    checkPrecision("pretrain", cfg.precision, backend);
     ctx.log(
       `training ${layout.total.toLocaleString("en")} parameters on ${backend.name} in ${cfg.precision}: ` +
         `${cfg.steps} steps of ${cfg.batch}×${seqLen}×${cfg.gradAccum} tokens`,

@@ -43,7 +43,13 @@
  * @module
  */
 import { z } from "zod";
-import { backendOption, optimizerOptions, positiveInt } from "../model/train_options.ts";
+import {
+  backendOption,
+  checkPrecision,
+  optimizerOptions,
+  positiveInt,
+  precisionOption,
+} from "../model/train_options.ts";
 import type { Artifact } from "../pipeline/artifact.ts";
 import { defineStage, type StageContext } from "../pipeline/stage.ts";
 import { ConfigError, InterruptedError, KilnError } from "../pipeline/errors.ts";
@@ -123,6 +129,8 @@ const schema = z.object({
   }).strict().default({ count: 16, every: 0, maxTokens: 64, temperature: 0 }),
   checkpointEvery: positiveInt.default(100),
   backend: backendOption,
+  /** `fp32`, or `mixed`: f16 matmul inputs with f32 accumulation and master weights (needs f16 support). */
+  precision: precisionOption,
 }).strict();
 
 /** The config of {@linkcode sft}. */
@@ -330,10 +338,11 @@ async function run(ctx: StageContext<SftConfig, "model">) {
   if (resumed) ctx.log(`resuming from the checkpoint at step ${step}`);
 
   const backend = await createBackend({ backend: cfg.backend, log: (line) => ctx.log(line) });
+  checkPrecision("sft", cfg.precision, backend);
   ctx.log(
     `fine-tuning ${
       layout.total.toLocaleString("en")
-    } parameters on ${backend.name}: ${trainSet.kept.length} ` +
+    } parameters on ${backend.name} in ${cfg.precision}: ${trainSet.kept.length} ` +
       `conversations, ${totalSteps} steps over ${cfg.epochs} epochs of ${cfg.batch}×${T}×${cfg.gradAccum}`,
   );
   const trainer = await Trainer.create(backend, layout, {
@@ -346,6 +355,7 @@ async function run(ctx: StageContext<SftConfig, "model">) {
     adamw: { beta1: cfg.beta1, beta2: cfg.beta2, eps: cfg.eps, weightDecay: cfg.weightDecay },
     clip: cfg.clip,
     masked: true,
+    precision: cfg.precision,
   });
   // The held-out batches (response-only loss: token-weighted over all of them, see Trainer.evalLoss).
   const valBatches: PackedBatch[] = [];
@@ -455,6 +465,7 @@ async function run(ctx: StageContext<SftConfig, "model">) {
     ctx.stats.set("steps", step);
     ctx.stats.set("parameters", layout.total);
     ctx.stats.set("backend", backend.name);
+    ctx.stats.set("precision", cfg.precision);
     if (tokenizerFile) ctx.stats.set("tokenizer", tokenizerFile);
   } finally {
     trainer.dispose();

@@ -132,7 +132,7 @@ Deno.test("ppo: kill -9 at two random moments and rerun: identical metrics and f
     const metrics = lines.filter((m) => "kl" in m) as { iteration: number; ptxLoss: number; beta: number }[];
     assert.deepEqual(metrics.map((m) => m.iteration), [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
     assert.ok(
-      metrics.every((m) => (m as unknown as { passRate: number }).passRate === 0),
+      metrics.every((m) => (m as unknown as { rolloutPassRate: number }).rolloutPassRate === 0),
       "rollouts checked too",
     );
     assert.ok(metrics.every((m) => Number.isFinite(m.ptxLoss)), "ptx loss logged every iteration");

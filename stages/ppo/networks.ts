@@ -13,11 +13,15 @@
  * PPO weights depend on the forward's own log-probs, read back mid-step, so this file drives
  * {@linkcode GPT} and the backend's AdamW directly, with the same clipping and decay split.
  *
+ * Every network takes a `precision` (`model/gpt.ts`): under `mixed` its matmuls read an f16 copy of
+ * the weights, which the optimizer of a trained network refreshes after each step (the frozen ones
+ * make it once). Log-probs, softmax, the scalar heads and AdamW stay f32.
+ *
  * @module
  */
 import type { Backend, Tensor } from "../../kernels/backend.ts";
 import type { Batch } from "../../model/data.ts";
-import { type Activations, GPT } from "../../model/gpt.ts";
+import { type Activations, GPT, type Precision } from "../../model/gpt.ts";
 import { Optimizer, type OptimizerSettings, type OptimizerState } from "../../model/train.ts";
 import type { ParamLayout } from "../../model/params.ts";
 import { ScalarHead, type ScalarHeadWeights } from "../../model/scalar_head.ts";
@@ -45,8 +49,15 @@ export class ReferenceModel {
   private readonly acts: Activations;
   private readonly out: Tensor;
 
-  constructor(backend: Backend, layout: ParamLayout, params: Float32Array, rows: number, T: number) {
-    this.gpt = new GPT(backend, layout, params);
+  constructor(
+    backend: Backend,
+    layout: ParamLayout,
+    params: Float32Array,
+    rows: number,
+    T: number,
+    precision: Precision = "fp32",
+  ) {
+    this.gpt = new GPT(backend, layout, params, { precision });
     this.acts = this.gpt.activations(rows, T);
     this.out = backend.alloc(rows * T);
   }
@@ -74,6 +85,8 @@ export interface PolicyOptions {
   optimizer: OptimizerSettings;
   /** Resume: optimizer steps taken and AdamW moments. */
   resume?: { step: number; m: Float32Array; v: Float32Array };
+  /** `fp32` (default) or `mixed`. */
+  precision?: Precision;
 }
 
 /** The trainable policy: rollout log-probs and entropy, PPO and ptx gradients, AdamW. */
@@ -89,7 +102,7 @@ export class Policy {
   private readonly optimizer: Optimizer;
 
   constructor(backend: Backend, layout: ParamLayout, params: Float32Array, options: PolicyOptions) {
-    this.gpt = new GPT(backend, layout, params, { training: true });
+    this.gpt = new GPT(backend, layout, params, { training: true, precision: options.precision });
     this.acts = this.gpt.activations(options.rows, options.T, { mask: true });
     if (options.ptx) this.ptxActs = this.gpt.activations(options.ptx.batch, options.ptx.T);
     this.out = backend.alloc(options.rows * options.T);
@@ -98,7 +111,7 @@ export class Policy {
     const r = options.resume;
     this.optimizer = new Optimizer(
       backend,
-      [{ params: this.gpt.params, grads: this.gpt.grads!, decayEnd: layout.decayEnd }],
+      [{ params: this.gpt.params, grads: this.gpt.grads!, decayEnd: layout.decayEnd, half: this.gpt.half }],
       options.optimizer,
       r?.step ?? 0,
       r && { m: [r.m], v: [r.v] },
@@ -213,6 +226,8 @@ export interface ScalarModelOptions {
   /** Train it (the value function) with these AdamW settings; absent: frozen (the reward model). */
   optimizer?: OptimizerSettings;
   resume?: { step: number; m: Float32Array[]; v: Float32Array[] };
+  /** `fp32` (default) or `mixed`. */
+  precision?: Precision;
 }
 
 /**
@@ -238,7 +253,7 @@ export class ScalarModel {
     options: ScalarModelOptions,
   ) {
     const training = options.optimizer !== undefined;
-    this.gpt = new GPT(backend, layout, params, { training });
+    this.gpt = new GPT(backend, layout, params, { training, precision: options.precision });
     this.head = new ScalarHead(this.gpt, { weight: head.weight, bias: head.bias ?? 0 }, { training });
     this.acts = this.gpt.activations(options.rows, options.T);
     this.values = backend.alloc(options.rows * options.T);
@@ -248,7 +263,7 @@ export class ScalarModel {
       this.optimizer = new Optimizer(
         backend,
         [
-          { params: this.gpt.params, grads: this.gpt.grads!, decayEnd: layout.decayEnd },
+          { params: this.gpt.params, grads: this.gpt.grads!, decayEnd: layout.decayEnd, half: this.gpt.half },
           this.head.paramGroup(),
         ],
         options.optimizer,

@@ -15,10 +15,13 @@
  * gradient on the host (`loss.ts`), then the backward from `∂loss/∂r` at the scored positions:
  * `∂loss/∂ln_f = ∂loss/∂r · wᵀ`, `∂loss/∂w = ln_fᵀ · ∂loss/∂r`, and the trunk's backward.
  *
+ * Under mixed precision the trunk's matmuls read f16 (`model/gpt.ts`); the head reads the f32 ln_f
+ * output and its weight stays f32, and the optimizer refreshes the trunk's f16 copy after each step.
+ *
  * @module
  */
 import type { Backend, Tensor } from "../../kernels/backend.ts";
-import { type Activations, GPT } from "../../model/gpt.ts";
+import { type Activations, GPT, type Precision } from "../../model/gpt.ts";
 import type { ParamLayout } from "../../model/params.ts";
 import { ScalarHead } from "../../model/scalar_head.ts";
 import { Optimizer, type OptimizerSettings, type OptimizerState } from "../../model/train.ts";
@@ -67,13 +70,15 @@ export class RewardNetwork {
     params: Float32Array,
     head: Float32Array,
     readonly T: number,
-    options: { optimizer?: OptimizerSettings; resume?: OptimizerState } = {},
+    options: { optimizer?: OptimizerSettings; resume?: OptimizerState; precision?: Precision } = {},
   ) {
     if (T > layout.config.context) {
       throw new Error(`row length ${T} exceeds the model's context ${layout.config.context}`);
     }
+    // The f16 copy (mixed precision) is made from these weights, the checkpoint's when resuming.
     this.gpt = new GPT(backend, layout, options.resume?.params[0] ?? params, {
       training: !!options.optimizer,
+      precision: options.precision,
     });
     this.head = new ScalarHead(this.gpt, { weight: options.resume?.params[1] ?? head }, {
       training: !!options.optimizer,
@@ -83,7 +88,7 @@ export class RewardNetwork {
       this.optimizer = new Optimizer(
         backend,
         [
-          { params: this.gpt.params, grads: this.gpt.grads!, decayEnd: layout.decayEnd },
+          { params: this.gpt.params, grads: this.gpt.grads!, decayEnd: layout.decayEnd, half: this.gpt.half },
           this.head.paramGroup(),
         ],
         options.optimizer,
