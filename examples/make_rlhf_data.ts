@@ -12,6 +12,8 @@
  *     SFT model exists. Empty samples are left out and identical ones merged; a prompt whose samples
  *     leave fewer than two distinct answers, or all grade the same (all right, or all equally wrong),
  *     gives no row; a prompt too long for the model's context is not sampled. All of it is counted.
+ *     Inside a pipeline the `rewardModel` stage does the same with its `sample` option (both use
+ *     `stages/reward_model/sample.ts`), without a second run of this script.
  *   - Without it (the files checked into `examples/data/`, and the tests): there is no SFT model yet, so
  *     the candidates are the right answer plus K−1 corruptions of it (a neighbouring number, one letter
  *     changed, a dropped letter, the wrong case, reversed). Such synthetic negatives are easier to tell
@@ -33,13 +35,12 @@ import { parseArgs } from "node:util";
 import { join } from "node:path";
 import { Rng } from "../model/rng.ts";
 import { GPT } from "../model/gpt.ts";
-import { generateBatch } from "../model/generate.ts";
 import { loadModelDir } from "../model/checkpoint.ts";
 import { createBackend } from "../kernels/device.ts";
 import { loadTokenizer } from "../tokenizer/mod.ts";
 import { corruptAnswers, generateTasks, responseScore, type Task } from "../stages/sft/task.ts";
 import { loadChatTemplate } from "../stages/sft/template.ts";
-import { rankByChecker } from "../stages/reward_model/data.ts";
+import { type CandidateCounts, rankCandidates, sampleResponses } from "../stages/reward_model/sample.ts";
 
 /** Options of {@linkcode makeRlhfData} (the command line's flags). */
 export interface RlhfDataOptions {
@@ -61,19 +62,11 @@ export interface RlhfDataOptions {
 }
 
 /** What {@linkcode makeRlhfData} wrote, and what it left out of `comparisons.jsonl` and why. */
-export interface RlhfDataReport {
+export interface RlhfDataReport extends CandidateCounts {
   sft: number;
   prompts: number;
   /** Rows written to `comparisons.jsonl`. */
   comparisons: number;
-  /** Candidates drawn (sampled or corrupted), before merging. */
-  candidates: number;
-  /** Candidates identical to another of the same prompt (merged). */
-  duplicates: number;
-  /** Empty candidates (left out). */
-  empty: number;
-  /** Prompts without a row: too long to sample, fewer than two distinct candidates, or all tied. */
-  dropped: { tooLong: number; tooFewResponses: number; allTied: number };
 }
 
 /**
@@ -109,40 +102,24 @@ function corruptedCandidates(tasks: readonly Task[], K: number, seed: number): s
 /**
  * K answers per task sampled at temperature 1 from the SFT model in `dir` (rendered with its chat
  * template, stopping at its end marker), or undefined for a task whose prompt leaves no room in the
- * model's context. The samples of task i are the K rows of one batch with seed `seed · 100003 + i`, so a
- * run is reproducible.
+ * model's context: `stages/reward_model/sample.ts`'s `sampleResponses`, seeded, so a run is reproducible.
  */
 export async function sampleCandidates(
   dir: string,
   tasks: readonly Task[],
   options: { k: number; seed: number; backend?: "auto" | "cpu" | "webgpu"; maxTokens?: number },
 ): Promise<(string[] | undefined)[]> {
-  const { k: K, seed } = options;
   const loaded = await loadModelDir(dir);
   const tokenizer = await loadTokenizer(join(dir, "tokenizer.json"));
   const template = await loadChatTemplate(dir, tokenizer);
   const backend = await createBackend({ backend: options.backend, log: () => {} });
   const model = new GPT(backend, loaded.layout, loaded.params);
   try {
-    const out: (string[] | undefined)[] = [];
-    for (const [i, t] of tasks.entries()) {
-      const prompt = template.prompt([{ role: "user", content: t.prompt }]);
-      // At least one token of answer must fit after the prompt.
-      if (prompt.length >= model.config.context) {
-        out.push(undefined);
-        continue;
-      }
-      // The K samples of a prompt are K rows decoded together (each row draws its own tokens).
-      const rows = await generateBatch(model, Array.from({ length: K }, () => prompt), {
-        maxTokens: options.maxTokens ?? 16,
-        temperature: 1,
-        stop: template.stopIds(),
-        seed: seed * 100_003 + i,
-      });
-      const samples = rows.map((r) => template.answerText(r.ids));
-      out.push(samples);
-    }
-    return out;
+    return await sampleResponses(model, template, tasks.map((t) => [{ role: "user", content: t.prompt }]), {
+      k: options.k,
+      seed: options.seed,
+      maxTokens: options.maxTokens ?? 16,
+    });
   } finally {
     model.dispose();
   }
@@ -162,30 +139,17 @@ export async function makeRlhfData(options: RlhfDataOptions): Promise<RlhfDataRe
     })
     : corruptedCandidates(tasks.comparisons, K, seed);
 
+  const { rows, counts } = rankCandidates(
+    tasks.comparisons.map((t) => t.prompt),
+    lists,
+    (prompt, r) => responseScore(prompt, r)!,
+  );
   const report: RlhfDataReport = {
     sft: tasks.sft.length,
     prompts: tasks.prompts.length,
-    comparisons: 0,
-    candidates: 0,
-    duplicates: 0,
-    empty: 0,
-    dropped: { tooLong: 0, tooFewResponses: 0, allTied: 0 },
+    comparisons: rows.length,
+    ...counts,
   };
-  const rows: string[] = [];
-  tasks.comparisons.forEach((t, i) => {
-    const candidates = lists[i];
-    if (!candidates) {
-      report.dropped.tooLong++;
-      return;
-    }
-    report.candidates += candidates.length;
-    const ranked = rankByChecker(t.prompt, candidates, (r) => responseScore(t.prompt, r)!);
-    report.duplicates += ranked.duplicates;
-    report.empty += ranked.empty;
-    if (ranked.row) rows.push(JSON.stringify(ranked.row));
-    else report.dropped[ranked.dropped!]++;
-  });
-  report.comparisons = rows.length;
 
   const write = (name: string, lines: string[]) =>
     Deno.writeTextFile(join(options.out, name), lines.map((l) => l + "\n").join(""));
@@ -195,7 +159,7 @@ export async function makeRlhfData(options: RlhfDataOptions): Promise<RlhfDataRe
     "prompts.jsonl",
     tasks.prompts.map((t) => JSON.stringify({ prompt: t.prompt, answer: t.answer })),
   );
-  await write("comparisons.jsonl", rows);
+  await write("comparisons.jsonl", rows.map(({ index: _, ...row }) => JSON.stringify(row)));
   return report;
 }
 

@@ -8,6 +8,16 @@
  * Prompts are rendered with the SFT model's chat template (its `chat_template.json`), so the reward
  * model reads responses exactly as the policy writes them.
  *
+ * Comparisons come from `data` (a file), from `sample`, or both (concatenated, then split into train and
+ * held-out). `sample` is InstructGPT's recipe: before training, the stage samples `k` responses per
+ * prompt of `sample.prompts` from its starting (SFT) model, and the checkable task's grader ranks them
+ * (`reward_model/sample.ts`): empty samples are left out, identical ones merged, and a prompt whose
+ * samples leave fewer than two distinct answers or all grade the same gives no comparison (counted in
+ * the stats as `sample.duplicates`, `sample.empty`, `sample.dropped.*`). The rows are written to the
+ * artifact as `comparisons.sampled.jsonl` (the `data` format), so what the reward model learned from
+ * can be read. Sampling is seeded, and its result is checkpointed before training starts, so a resumed
+ * run trains on the same comparisons.
+ *
  * Metrics: training loss and pairwise accuracy per step, held-out loss and pairwise accuracy (before
  * training and every `eval.every` steps and at the end; `valAccuracy` in the stats), and the mean and
  * standard deviation of the rewards of the training responses (`reward_stats.json`, and `rewardMean`,
@@ -21,11 +31,19 @@
  * ```ts ignore
  * pipeline("chat").pipe(pretrain(…)).pipe(sft({ data: "data/sft.jsonl" }))
  *   .pipe(rewardModel({ data: "data/comparisons.jsonl", epochs: 1, batch: 8, lr: 1e-5 }));
+ * // Or on K = 4 answers per prompt sampled from the SFT model, ranked by the checker:
+ * rewardModel({ sample: { prompts: "data/rm_prompts.jsonl", k: 4, temperature: 1, maxTokens: 16 } });
  * ```
  * @module
  */
 import { z } from "zod";
-import { backendOption, optimizerOptions, positiveInt } from "../model/train_options.ts";
+import {
+  backendOption,
+  checkPrecision,
+  optimizerOptions,
+  positiveInt,
+  precisionOption,
+} from "../model/train_options.ts";
 import { defineStage, type StageContext } from "../pipeline/stage.ts";
 import { ConfigError, InterruptedError, KilnError } from "../pipeline/errors.ts";
 import { fingerprintFiles } from "../pipeline/files.ts";
@@ -35,15 +53,42 @@ import { learningRate } from "../model/schedule.ts";
 import { Rng } from "../model/rng.ts";
 import { modelTokenizer, startingModel } from "./sft.ts";
 import { CHAT_TEMPLATE_FILE, ChatTemplate, loadChatTemplate } from "./sft/template.ts";
-import { type Comparison, readComparisons } from "./reward_model/data.ts";
-import { holdOut } from "./sft/jsonl.ts";
+import { type Comparison, parseComparisonRow, parsePrompt, readComparisons } from "./reward_model/data.ts";
+import { holdOut, parseJsonl, RowError, SkipTally } from "./sft/jsonl.ts";
+import { rankCandidates, sampleResponses } from "./reward_model/sample.ts";
+import { checkResponse, responseScore } from "./sft/task.ts";
+import type { Turn } from "./sft/data.ts";
+import { GPT } from "../model/gpt.ts";
+import type { LoadedModel } from "../model/checkpoint.ts";
+import type { Backend } from "../kernels/backend.ts";
 import { batchPairwiseLoss } from "./reward_model/loss.ts";
 import { packSequences, RewardNetwork } from "./reward_model/network.ts";
 import { REWARD_STATS_FILE, type RewardStats, serializeRewardModel } from "./reward_model/score.ts";
 
+/** The `sample` option: comparisons sampled from the starting (SFT) model, ranked by the checker. */
+const sampleSchema = z.object({
+  /**
+   * Prompts (JSONL `{prompt}` or `{messages}` ending with a user turn, other fields ignored), each a
+   * prompt of the checkable task (`sft/task.ts`), whose grader ranks the samples.
+   */
+  prompts: z.string().min(1),
+  /** Responses sampled per prompt (InstructGPT: 4 to 9). */
+  k: z.number().int().min(2).default(4),
+  temperature: z.number().positive().default(1),
+  topP: z.number().gt(0).max(1).default(1),
+  /** Longest sampled response, in tokens. */
+  maxTokens: positiveInt.default(64),
+  /** Sampling seed; default the stage's `seed`. */
+  seed: z.number().int().min(0).optional(),
+  /** Prompts decoded together (k rows each); the samples depend on it and the seed. */
+  batch: positiveInt.default(16),
+}).strict();
+
 const schema = z.object({
-  /** The comparisons (JSONL, see `reward_model/data.ts`). */
-  data: z.string().min(1),
+  /** The comparisons (JSONL, see `reward_model/data.ts`); optional when `sample` is set. */
+  data: z.string().min(1).optional(),
+  /** Comparisons sampled from the starting model and ranked by the checker (see the module doc). */
+  sample: sampleSchema.optional(),
   onBadRow: z.enum(["error", "skip"]).default("error"),
   /** Held-out comparisons: a file, or this fraction of `data` (seeded). */
   val: z.object({
@@ -72,7 +117,13 @@ const schema = z.object({
   eval: z.object({ every: z.number().int().min(0).default(0) }).strict().default({ every: 0 }),
   checkpointEvery: positiveInt.default(100),
   backend: backendOption,
-}).strict();
+  /** `fp32`, or `mixed`: f16 matmul inputs with f32 accumulation and master weights (needs f16 support). */
+  precision: precisionOption,
+}).strict().refine((cfg) => cfg.data !== undefined || cfg.sample !== undefined, {
+  path: ["data"],
+  message:
+    "missing: give a comparison file (data), comparisons to sample (sample: { prompts, k, … }), or both",
+});
 
 /** The config of {@linkcode rewardModel}. */
 export type RewardModelConfig = z.output<typeof schema>;
@@ -89,6 +140,83 @@ interface RmState {
   headV: number[];
   metrics: MetricsLine[];
 }
+
+/** What sampling gave, checkpointed before training so a resumed run trains on the same rows. */
+interface SampledState {
+  [key: string]: unknown;
+  rows: Record<string, unknown>[];
+  counts: ReturnType<typeof rankCandidates>["counts"];
+  /** Fraction of the drawn candidates the checker passes (the SFT model's sampled pass rate). */
+  passRate: number;
+}
+
+/** A prompt of `sample.prompts`: its turns, and the last user turn (what the checker reads). */
+interface SamplePrompt {
+  turns: Turn[];
+  text: string;
+}
+
+function parseSamplePrompt(row: Record<string, unknown>): SamplePrompt {
+  const turns = parsePrompt(row);
+  const text = turns.at(-1)!.content;
+  if (responseScore(text, "") === undefined) {
+    throw new RowError(
+      row.messages !== undefined ? "messages" : "prompt",
+      "notCheckable",
+      "not a prompt of the checkable task (stages/sft/task.ts), whose grader ranks the samples",
+    );
+  }
+  return { turns, text };
+}
+
+/**
+ * The `sample` option: k responses per prompt from the starting model, ranked by the checker, as
+ * comparison rows (`{prompt|messages, responses, scores}`); loaded from the checkpoint when an earlier
+ * attempt sampled already.
+ */
+async function sampleComparisons(
+  ctx: StageContext<RewardModelConfig, "model">,
+  prompts: SamplePrompt[],
+  initial: LoadedModel,
+  template: ChatTemplate,
+  backend: Backend,
+): Promise<SampledState> {
+  const saved = await ctx.checkpoint.load<SampledState>("sampled");
+  if (saved) return saved;
+  const sample = ctx.config.sample!;
+  ctx.log(`sampling ${sample.k} responses for each of ${prompts.length} prompts from the starting model`);
+  const model = new GPT(backend, initial.layout, initial.params, { precision: ctx.config.precision });
+  let lists: (string[] | undefined)[];
+  try {
+    lists = await sampleResponses(model, template, prompts.map((p) => p.turns), {
+      k: sample.k,
+      seed: sample.seed ?? ctx.config.seed,
+      maxTokens: sample.maxTokens,
+      temperature: sample.temperature,
+      topP: sample.topP,
+      batch: sample.batch,
+    });
+  } finally {
+    model.dispose();
+  }
+  const { rows, counts } = rankCandidates(prompts.map((p) => p.text), lists, (p, r) => responseScore(p, r)!);
+  let passed = 0;
+  lists.forEach((l, i) => passed += l?.filter((r) => checkResponse(prompts[i].text, r)).length ?? 0);
+  const state: SampledState = {
+    // A single user turn is written as `prompt`, anything else as the conversation.
+    rows: rows.map(({ index, prompt: _, ...ranked }) => {
+      const turns = prompts[index].turns;
+      return { ...(turns.length === 1 ? { prompt: turns[0].content } : { messages: turns }), ...ranked };
+    }),
+    counts,
+    passRate: counts.candidates > 0 ? passed / counts.candidates : 0,
+  };
+  await ctx.checkpoint.save("sampled", state);
+  return state;
+}
+
+/** The file the sampled comparisons are written to in the artifact. */
+export const SAMPLED_COMPARISONS_FILE = "comparisons.sampled.jsonl";
 
 /** A comparison as token sequences (prompt ++ response ++ end marker), one per response. */
 interface EncodedComparison {
@@ -114,7 +242,42 @@ async function run(ctx: StageContext<RewardModelConfig, "model">) {
     throw new ConfigError("reward-model", ["seqLen"], `${T} exceeds the model's context ${config.context}`);
   }
 
-  const { comparisons, skipped } = await readComparisons(cfg.data, { onBadRow: cfg.onBadRow });
+  const backend = await createBackend({ backend: cfg.backend, log: (line) => ctx.log(line) });
+  checkPrecision("reward-model", cfg.precision, backend);
+
+  const skipped = new SkipTally();
+  const comparisons: Comparison[] = [];
+  if (cfg.data) {
+    const read = await readComparisons(cfg.data, { onBadRow: cfg.onBadRow });
+    comparisons.push(...read.comparisons);
+    skipped.merge(read.skipped);
+  }
+  if (cfg.sample) {
+    const prompts = await parseJsonl(cfg.sample.prompts, parseSamplePrompt, cfg.onBadRow, skipped);
+    const sampled = await sampleComparisons(ctx, prompts.map((p) => p.row), initial, template, backend);
+    await ctx.out.writeText(
+      SAMPLED_COMPARISONS_FILE,
+      sampled.rows.map((r) => JSON.stringify(r) + "\n").join(""),
+    );
+    comparisons.push(...sampled.rows.map((r, i) => ({ line: i + 1, ...parseComparisonRow(r) })));
+    const { dropped, ...counts } = sampled.counts;
+    ctx.stats.set("sample.prompts", prompts.length);
+    ctx.stats.set("sample.comparisons", sampled.rows.length);
+    for (const [name, n] of Object.entries(counts)) ctx.stats.set(`sample.${name}`, n);
+    for (const [name, n] of Object.entries(dropped)) ctx.stats.set(`sample.dropped.${name}`, n);
+    ctx.stats.set("sample.passRate", sampled.passRate);
+    ctx.log(
+      `sampled comparisons: ${sampled.rows.length} of ${prompts.length} prompts (${counts.candidates} ` +
+        `samples, checker pass rate ${(sampled.passRate * 100).toFixed(1)}%; ${counts.duplicates} ` +
+        `duplicates merged, ${counts.empty} empty left out; prompts dropped: ${dropped.tooLong} too long, ` +
+        `${dropped.tooFewResponses} with fewer than two distinct samples, ${dropped.allTied} all tied)`,
+    );
+  }
+  if (comparisons.length === 0) {
+    throw new KilnError(
+      `stage "reward-model": no comparisons (every sampled prompt was dropped; see the stats)`,
+    );
+  }
   let { train, val } = holdOut(comparisons, cfg.val.data ? 0 : cfg.val.fraction, cfg.seed);
   if (cfg.val.data) {
     const read = await readComparisons(cfg.val.data, { onBadRow: cfg.onBadRow });
@@ -182,10 +345,9 @@ async function run(ctx: StageContext<RewardModelConfig, "model">) {
   const headRng = new Rng(cfg.seed ^ 0x4ead);
   const head = Float32Array.from({ length: config.dim }, () => 0.02 * headRng.normal());
 
-  const backend = await createBackend({ backend: cfg.backend, log: (line) => ctx.log(line) });
   ctx.log(
-    `training a reward model of ${layout.total.toLocaleString("en")} parameters on ${backend.name}: ` +
-      `${n} prompts, ${pairCount(trainSet.kept)} pairs, ${totalSteps} steps`,
+    `training a reward model of ${layout.total.toLocaleString("en")} parameters on ${backend.name} ` +
+      `in ${cfg.precision}: ${n} prompts, ${pairCount(trainSet.kept)} pairs, ${totalSteps} steps`,
   );
   const network = new RewardNetwork(backend, layout, initial.params, head, T, {
     optimizer: {
@@ -195,6 +357,7 @@ async function run(ctx: StageContext<RewardModelConfig, "model">) {
       weightDecay: cfg.weightDecay,
       clip: cfg.clip,
     },
+    precision: cfg.precision,
     resume: resumed && {
       step: resumed.state.step,
       params: [resumed.params, Float32Array.from(resumed.state.head)],
@@ -299,9 +462,30 @@ async function run(ctx: StageContext<RewardModelConfig, "model">) {
     ctx.stats.set("rewardStd", std);
     ctx.stats.set("steps", step);
     ctx.stats.set("backend", backend.name);
+    ctx.stats.set("precision", cfg.precision);
   } finally {
     network.dispose();
   }
+}
+
+/** The input files, for the cache key; a missing one is a config error naming its field. */
+async function fingerprint(cfg: RewardModelConfig) {
+  const files: [string[], string | undefined][] = [
+    [["data"], cfg.data],
+    [["val", "data"], cfg.val.data],
+    [["sample", "prompts"], cfg.sample?.prompts],
+  ];
+  const out = [];
+  for (const [field, path] of files) {
+    if (path === undefined) continue;
+    try {
+      out.push(...await fingerprintFiles([path]));
+    } catch (e) {
+      if (e instanceof KilnError) throw new ConfigError("reward-model", field, e.message);
+      throw e;
+    }
+  }
+  return out;
 }
 
 /** Trains a reward model on comparisons; see the module doc. */
@@ -315,6 +499,6 @@ export const rewardModel = defineStage({
   permissions: { read: true, write: true },
   description:
     "Reward model on ranked comparisons: InstructGPT's pairwise loss over all C(K,2) pairs per prompt",
-  fingerprint: (cfg) => fingerprintFiles([cfg.data, ...(cfg.val.data ? [cfg.val.data] : [])]),
+  fingerprint,
   run,
 });

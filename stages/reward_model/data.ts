@@ -23,7 +23,8 @@
  *
  * How the demo's comparisons are made honestly (no labellers, no downloads): prompts of the checkable
  * task (`../sft/task.ts`), K responses sampled from the SFT model, ranked by the task's grader
- * ({@linkcode rankByChecker}); see `examples/make_rlhf_data.ts`.
+ * ({@linkcode rankByChecker}); the `rewardModel` stage does it with its `sample` option (`sample.ts`),
+ * `examples/make_rlhf_data.ts --model` outside a pipeline.
  *
  * @module
  */
@@ -58,7 +59,8 @@ function stringList(row: Record<string, unknown>, field: string): string[] {
   return v as string[];
 }
 
-function parsePrompt(row: Record<string, unknown>): Turn[] {
+/** The prompt turns of a row (`prompt` + optional `system`, or `messages`); see the module doc. */
+export function parsePrompt(row: Record<string, unknown>): Turn[] {
   if (row.messages !== undefined) {
     const turns = parseMessages(row.messages);
     if (turns.at(-1)!.role !== "user") {

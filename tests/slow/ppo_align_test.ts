@@ -36,7 +36,8 @@ Deno.test({
         `SFT pass rate ${sft.passRate}; RM held-out accuracy ${rm.valAccuracy}; PPO pass rate ` +
           `${ppo.passRateBefore} → ${ppo.passRate}, reward ${ppo.rewardBefore} → ${ppo.reward}`,
       );
-      // Measured on the dev VM (deterministic on the CPU backend): 0.594 → 0.813, reward 1.24 → 2.61.
+      // Measured on the dev VM (deterministic on the CPU backend), the reward model trained on the synthetic
+      // and the SFT-sampled comparisons: 0.594 → 1.0, reward 1.56 → 4.37, KL ≤ 1.22.
       assert.equal(ppo.passRateBefore, sft.passRate, "PPO's evaluation of the SFT model agrees with SFT's");
       assert.ok(
         ppo.passRate >= ppo.passRateBefore + 0.1,
