@@ -149,27 +149,22 @@ async function gpuRuns(gpu: WebGpuBackend, shape: Shape) {
   }
 }
 
-Deno.bench("gpt tiny (2×64, B4×T32): one training step, cpu fp32", { n: 5, warmup: 1 }, async (b) => {
-  const t = await trainer(createCpuBackend(), TINY, "fp32");
-  const data = batch(TINY, 1);
-  b.start();
-  t.microStep(data);
-  t.optimizerStep(1e-3);
-  await t.readMetrics();
-  b.end();
-  t.dispose();
-});
-
-Deno.bench("gpt tiny (2×64, B4×T32): one training step, cpu mixed", { n: 5, warmup: 1 }, async (b) => {
-  const t = await trainer(createCpuBackend(), TINY, "mixed");
-  const data = batch(TINY, 1);
-  b.start();
-  t.microStep(data);
-  t.optimizerStep(1e-3);
-  await t.readMetrics();
-  b.end();
-  t.dispose();
-});
+for (const precision of ["fp32", "mixed"] as const) {
+  Deno.bench(
+    `gpt tiny (2×64, B4×T32): one training step, cpu ${precision}`,
+    { n: 5, warmup: 1 },
+    async (b) => {
+      const t = await trainer(createCpuBackend(), TINY, precision);
+      const data = batch(TINY, 1);
+      b.start();
+      t.microStep(data);
+      t.optimizerStep(1e-3);
+      await t.readMetrics();
+      b.end();
+      t.dispose();
+    },
+  );
+}
 
 if (import.meta.main) {
   const args = parseArgs({

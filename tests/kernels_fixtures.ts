@@ -40,6 +40,16 @@ export function assertClose(
   }
 }
 
+/** Largest |a − b| over the largest |b|: a relative error that tiny elements cannot blow up. */
+export function relativeError(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  let diff = 0, scale = 0;
+  for (let i = 0; i < b.length; i++) {
+    diff = Math.max(diff, Math.abs(a[i] - b[i]));
+    scale = Math.max(scale, Math.abs(b[i]));
+  }
+  return diff / scale;
+}
+
 /** Central difference of `loss` with respect to `x[i]` (x is changed and restored). */
 export function finiteDifference(
   loss: () => number,

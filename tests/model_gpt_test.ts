@@ -1,6 +1,7 @@
 import { strict as assert } from "node:assert";
 import { join } from "node:path";
 import { createCpuBackend } from "../kernels/cpu.ts";
+import { relativeError } from "./kernels_fixtures.ts";
 import { gptConfig, toHFConfig } from "../model/config.ts";
 import { initParams, paramLayout } from "../model/params.ts";
 import { GPT } from "../model/gpt.ts";
@@ -226,16 +227,6 @@ const packed = {
   segments: Int32Array.from(examples.flatMap((x, e) => [...x.inputs].map(() => e))),
   positions: Uint32Array.from(examples.flatMap((x) => [...x.inputs].map((_, t) => t))),
 };
-
-/** Largest |a − b| over the largest |b|: a relative error that tiny elements cannot blow up. */
-function relativeError(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let diff = 0, scale = 0;
-  for (let i = 0; i < b.length; i++) {
-    diff = Math.max(diff, Math.abs(a[i] - b[i]));
-    scale = Math.max(scale, Math.abs(b[i]));
-  }
-  return diff / scale;
-}
 
 Deno.test("gpt: a packed row with restarting positions and segment ids trains exactly like the examples unpacked", async () => {
   const backend = createCpuBackend();

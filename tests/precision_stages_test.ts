@@ -9,31 +9,13 @@ import { strict as assert } from "node:assert";
 import { join } from "node:path";
 import { createBackend } from "../kernels/device.ts";
 import { ConfigError, InterruptedError } from "../pipeline/errors.ts";
-import { tinyPipeline, writeData } from "./sft_fixture.ts";
+import { STAGE_TEST, tinyPipeline, writeData } from "./sft_fixture.ts";
 import { tinyPpoPipeline, writePrompts } from "./ppo_fixture.ts";
 
 type Precision = "fp32" | "mixed";
 type Json = Record<string, number>;
 
-const SFT = {
-  epochs: 2,
-  batch: 4,
-  lr: 1e-2,
-  warmup: 2,
-  logEvery: 2,
-  samples: { count: 3, maxTokens: 4 },
-  checkpointEvery: 2,
-  backend: "cpu" as const,
-};
-const RM = {
-  epochs: 2,
-  batch: 4,
-  lr: 1e-2,
-  warmup: 2,
-  logEvery: 2,
-  checkpointEvery: 2,
-  backend: "cpu" as const,
-};
+const { sft: SFT, rewardModel: RM } = STAGE_TEST;
 /** Small learning rates: the runs stay close enough that every rollout samples the same tokens. */
 const PPO = {
   iterations: 6,

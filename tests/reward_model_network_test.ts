@@ -1,5 +1,6 @@
 import { strict as assert } from "node:assert";
 import { createCpuBackend } from "../kernels/cpu.ts";
+import { relativeError } from "./kernels_fixtures.ts";
 import { gptConfig } from "../model/config.ts";
 import { initParams, paramLayout } from "../model/params.ts";
 import { Rng } from "../model/rng.ts";
@@ -11,16 +12,6 @@ const rng = new Rng(11);
 const head = Float32Array.from({ length: 16 }, () => rng.normal());
 const sequences = [[1, 2, 3, 4, 5], [6, 7, 8, 9, 10, 11], [12, 13, 3, 1]];
 const settings = { beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0, clip: 0 };
-
-/** max |a − b| / max |b|. */
-function maxRelDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let diff = 0, scale = 0;
-  for (let i = 0; i < b.length; i++) {
-    diff = Math.max(diff, Math.abs(a[i] - b[i]));
-    scale = Math.max(scale, Math.abs(b[i]));
-  }
-  return diff / scale;
-}
 
 Deno.test("reward network: packed sequences score and train as each sequence alone at position 0", async () => {
   const packed = packSequences(sequences, 16, 0);
@@ -48,7 +39,7 @@ Deno.test("reward network: packed sequences score and train as each sequence alo
   const together = await scorer.rewards(packed);
   const alone = new Float32Array(sequences.length);
   for (const [i, s] of sequences.entries()) alone[i] = (await scorer.rewards(packSequences([s], 16, 0)))[0];
-  assert.ok(maxRelDiff(together, alone) < 1e-5, `packed ${together} vs alone ${alone}`);
+  assert.ok(relativeError(together, alone) < 1e-5, `packed ${together} vs alone ${alone}`);
   // Scored at their row positions instead, the later sequences get other rewards (the check can fail).
   const shifted = await scorer.rewards({ ...packed, positions: packed.positions.map((_, t) => t) });
   assert.equal(shifted[0], together[0]);
@@ -67,6 +58,6 @@ Deno.test("reward network: packed sequences score and train as each sequence alo
   };
   const packedGrad = await trunkGrad([sequences], [dr]);
   const aloneGrad = await trunkGrad(sequences.map((s) => [s]), dr.map((d) => [d]));
-  const diff = maxRelDiff(packedGrad, aloneGrad);
+  const diff = relativeError(packedGrad, aloneGrad);
   assert.ok(diff < 1e-5, `gradients differ by ${diff} of the largest`);
 });

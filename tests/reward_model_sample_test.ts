@@ -17,7 +17,7 @@ import { rewardModel } from "../stages/reward_model.ts";
 import { responseScore } from "../stages/sft/task.ts";
 import { loadChatTemplate } from "../stages/sft/template.ts";
 import { loadTokenizer } from "../tokenizer/mod.ts";
-import { tinyPipeline } from "./sft_fixture.ts";
+import { SAMPLING_SFT, tinyPipeline } from "./sft_fixture.ts";
 import { killAfterCheckpoint } from "./kill_helpers.ts";
 
 type Row = { prompt: string; responses: string[]; scores: number[] };
@@ -32,15 +32,7 @@ async function setup(dir: string) {
   const prompts = join(dir, "rm_prompts.jsonl");
   const tasks = rlhfTasks(60, 4, 24, 1).comparisons;
   await Deno.writeTextFile(prompts, tasks.map((t) => JSON.stringify({ prompt: t.prompt }) + "\n").join(""));
-  const sft = {
-    data: join(data, "sft.jsonl"),
-    epochs: 12,
-    batch: 8,
-    lr: 1e-2,
-    warmup: 2,
-    samples: { count: 0 },
-    backend: "cpu" as const,
-  };
+  const sft = { ...SAMPLING_SFT, data: join(data, "sft.jsonl") };
   const rm = {
     sample: { prompts, k: K, seed: SEED, maxTokens: MAX_TOKENS, batch: 5 },
     batch: 4,

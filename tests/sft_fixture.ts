@@ -22,6 +22,39 @@ import { rewardModel } from "../stages/reward_model.ts";
 
 export const TINY = { layers: 1, dim: 16, heads: 2, context: 32 } as const;
 
+/** SFT and reward-model settings for the stage tests on {@linkcode TINY} (seconds on the CPU). */
+export const STAGE_TEST = {
+  sft: {
+    epochs: 2,
+    batch: 4,
+    lr: 1e-2,
+    warmup: 2,
+    logEvery: 2,
+    samples: { count: 3, maxTokens: 4 },
+    checkpointEvery: 2,
+    backend: "cpu" as const,
+  },
+  rewardModel: {
+    epochs: 2,
+    batch: 4,
+    lr: 1e-2,
+    warmup: 2,
+    logEvery: 2,
+    checkpointEvery: 2,
+    backend: "cpu" as const,
+  },
+};
+
+/** SFT settings that make a model worth sampling comparisons from (the sampled-comparisons tests). */
+export const SAMPLING_SFT = {
+  epochs: 12,
+  batch: 8,
+  lr: 1e-2,
+  warmup: 2,
+  samples: { count: 0 },
+  backend: "cpu" as const,
+};
+
 /**
  * A setup where the checkable task is learned in a few minutes on a 2-core CPU
  * (`tests/slow/sft_learning_test.ts`, figures in BENCHMARKS.md; PPO's demo builds on it): a 2×64 GPT from

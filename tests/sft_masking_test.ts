@@ -1,5 +1,6 @@
 import { strict as assert } from "node:assert";
 import { createCpuBackend } from "../kernels/cpu.ts";
+import { relativeError } from "./kernels_fixtures.ts";
 import { gptConfig } from "../model/config.ts";
 import { initParams, paramLayout } from "../model/params.ts";
 import { GPT } from "../model/gpt.ts";
@@ -78,31 +79,21 @@ Deno.test("packing: no example attends to another; a packed row trains as its ex
   const unpacked = batchRows([[0], [1]], examples, 2, 16, 0);
   const u = await step(unpacked, 2);
   const bAlone = u.losses.subarray(16, 22), bPacked = p.losses.subarray(5, 11);
-  assert.ok(maxRelDiff(u.losses.subarray(0, 5), p.losses.subarray(0, 5)) < 1e-5);
-  assert.ok(maxRelDiff(bAlone, bPacked) < 1e-5, `B's losses differ: ${bAlone} vs ${bPacked}`);
+  assert.ok(relativeError(u.losses.subarray(0, 5), p.losses.subarray(0, 5)) < 1e-5);
+  assert.ok(relativeError(bAlone, bPacked) < 1e-5, `B's losses differ: ${bAlone} vs ${bPacked}`);
   close(u.loss, p.loss, 1e-5);
-  const gradDiff = maxRelDiff(u.grads, p.grads);
+  const gradDiff = relativeError(u.grads, p.grads);
   assert.ok(gradDiff < 1e-5, `gradients differ by ${gradDiff} of the largest`);
 
   // Without position ids B is trained at positions 5…10: its losses and the gradients differ (so the
   // comparison above can fail).
   const shifted = await step({ ...packed, positions: undefined }, 1);
-  assert.ok(maxRelDiff(bAlone, shifted.losses.subarray(5, 11)) > 1e-3);
-  assert.ok(maxRelDiff(u.grads, shifted.grads) > 1e-3);
+  assert.ok(relativeError(bAlone, shifted.losses.subarray(5, 11)) > 1e-3);
+  assert.ok(relativeError(u.grads, shifted.grads) > 1e-3);
   // Without segment ids B would see A: its losses differ too.
   const leaky = await step({ ...packed, segments: new Int32Array(16) }, 1);
-  assert.ok(maxRelDiff(bAlone, leaky.losses.subarray(5, 11)) > 1e-3);
+  assert.ok(relativeError(bAlone, leaky.losses.subarray(5, 11)) > 1e-3);
 });
-
-/** max |a − b| / max |b|. */
-function maxRelDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let diff = 0, scale = 0;
-  for (let i = 0; i < b.length; i++) {
-    diff = Math.max(diff, Math.abs(a[i] - b[i]));
-    scale = Math.max(scale, Math.abs(b[i]));
-  }
-  return diff / scale;
-}
 
 function close(a: number, b: number, tol: number) {
   assert.ok(Math.abs(a - b) <= tol * Math.max(1, Math.abs(b)), `${a} ≠ ${b}`);

@@ -10,7 +10,7 @@ import { readComparisons } from "../stages/reward_model/data.ts";
 import { responseScore } from "../stages/sft/task.ts";
 import { loadChatTemplate } from "../stages/sft/template.ts";
 import { loadTokenizer } from "../tokenizer/mod.ts";
-import { tinyPipeline } from "./sft_fixture.ts";
+import { SAMPLING_SFT, tinyPipeline } from "./sft_fixture.ts";
 
 const script = new URL("../examples/make_rlhf_data.ts", import.meta.url).pathname;
 const checkedIn = new URL("../examples/data/", import.meta.url).pathname;
@@ -57,15 +57,7 @@ Deno.test("make_rlhf_data --model: K samples from the SFT model, ranked by the c
     // The intended order: demonstrations first, SFT on them, then comparisons sampled from the SFT model.
     const first = join(dir, "data");
     await makeRlhfData({ out: first, sft: 60, prompts: 4, comparisons: 24 });
-    const sftConfig = {
-      data: join(first, "sft.jsonl"),
-      epochs: 12,
-      batch: 8,
-      lr: 1e-2,
-      warmup: 2,
-      samples: { count: 0 },
-      backend: "cpu" as const,
-    };
+    const sftConfig = { ...SAMPLING_SFT, data: join(first, "sft.jsonl") };
     const result = await tinyPipeline(join(dir, "work"), sftConfig, { data: "later" })
       .execute({ command: "run", quiet: true, until: "sft" });
     const model = result.artifacts["sft"].dir;

@@ -4,7 +4,7 @@ import { killAfterCheckpoint } from "./kill_helpers.ts";
 import { loadModelDir } from "../model/checkpoint.ts";
 import { RewardScorer, scoreCommand } from "../stages/reward_model/score.ts";
 import { createCpuBackend } from "../kernels/cpu.ts";
-import { tinyPipeline, writeData } from "./sft_fixture.ts";
+import { STAGE_TEST, tinyPipeline, writeData } from "./sft_fixture.ts";
 import { GPT } from "../model/gpt.ts";
 import { loadTokenizer } from "../tokenizer/mod.ts";
 import { loadChatTemplate } from "../stages/sft/template.ts";
@@ -12,25 +12,7 @@ import { readSftData } from "../stages/sft/data.ts";
 import { holdOut } from "../stages/sft/jsonl.ts";
 import { batchRows } from "../stages/sft/packing.ts";
 
-const SFT = {
-  epochs: 2,
-  batch: 4,
-  lr: 1e-2,
-  warmup: 2,
-  logEvery: 2,
-  samples: { count: 3, maxTokens: 4 },
-  checkpointEvery: 2,
-  backend: "cpu" as const,
-};
-const RM = {
-  epochs: 2,
-  batch: 4,
-  lr: 1e-2,
-  warmup: 2,
-  logEvery: 2,
-  checkpointEvery: 2,
-  backend: "cpu" as const,
-};
+const { sft: SFT, rewardModel: RM } = STAGE_TEST;
 
 type Json = Record<string, unknown>;
 const jsonl = (text: string): Json[] => text.trim().split("\n").map((l) => JSON.parse(l));
