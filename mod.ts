@@ -14,6 +14,9 @@
  * @module
  */
 
+// The schema library stages declare their config with (the same zod kiln validates with).
+export { z } from "npm:zod@^4.6.7";
+
 // The pipeline runtime: DSL, stage contract, artifacts.
 export {
   type ExecuteOptions,

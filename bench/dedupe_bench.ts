@@ -15,7 +15,7 @@ import { bandKeys, MinHasher } from "../stages/dedupe/minhash.ts";
 import { BATCH_DOCS, GpuMinHasher } from "../stages/dedupe/minhash_gpu.ts";
 import { mulberry32 } from "../model/rng.ts";
 import { brownDocuments, mailBody, spamAssassin } from "../tests/dedupe_fixtures.ts";
-import { z } from "zod";
+import { z } from "npm:zod@^4.6.7";
 import { defineStage } from "../pipeline/stage.ts";
 import { DocumentWriter } from "../stages/documents.ts";
 

@@ -5,7 +5,7 @@
  *   deno bench -A bench/pipeline_bench.ts
  */
 import { join } from "node:path";
-import { z } from "zod";
+import { z } from "npm:zod@^4.6.7";
 import { pipeline } from "../pipeline/pipeline.ts";
 import { defineStage } from "../pipeline/stage.ts";
 import { contentDigest, MANIFEST } from "../pipeline/artifact.ts";

@@ -45,9 +45,9 @@ const megabytes = (texts: string[]) =>
 
 // The peers load lazily, so the training benchmark's memory figures do not include them.
 async function encoders() {
-  const { getEncoding } = await import("js-tiktoken");
-  const { encode: gptTokenizerEncode } = await import("gpt-tokenizer/encoding/r50k_base");
-  const { get_encoding } = await import("tiktoken");
+  const { getEncoding } = await import("npm:js-tiktoken@^1.0.21");
+  const { encode: gptTokenizerEncode } = await import("npm:gpt-tokenizer@^4.0.0/encoding/r50k_base");
+  const { get_encoding } = await import("npm:tiktoken@^1.0.22");
   const kiln = await gpt2Tokenizer();
   const js = getEncoding("gpt2");
   const wasm = get_encoding("gpt2");

@@ -29,7 +29,7 @@
  * stage's `passRateBefore` are the same figure; PPO's rollouts sample at temperature 1.
  * @module
  */
-import { z } from "zod";
+import { z } from "npm:zod@^4.6.7";
 import { join } from "node:path";
 import { defineStage, DocumentWriter, pipeline, ppo, pretrain, rewardModel, sft, tokenize } from "../mod.ts";
 import { Rng } from "../model/rng.ts";

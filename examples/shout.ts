@@ -4,7 +4,7 @@
  * (`stage: ./examples/shout.ts`), or serve it and import it by URL.
  * @module
  */
-import { z } from "zod";
+import { z } from "npm:zod@^4.6.7";
 import { defineStage } from "../pipeline/stage.ts";
 import type { ShardEnv } from "../pipeline/pool.ts";
 import { DocumentWriter, readDocuments } from "../stages/documents.ts";

@@ -6,14 +6,14 @@
  *
  * @example
  * ```ts
- * import { z } from "zod";
+ * import { z } from "npm:zod@^4.6.7";
  * import { backendOption, optimizerOptions } from "./train_options.ts";
  * const schema = z.object({ ...optimizerOptions({ lr: 1e-4, warmup: 10, weightDecay: 0 }), backend: backendOption });
  * schema.parse({}).lr; // 1e-4
  * ```
  * @module
  */
-import { z } from "zod";
+import { z } from "npm:zod@^4.6.7";
 import type { Backend } from "../kernels/backend.ts";
 import { ConfigError } from "../pipeline/errors.ts";
 import type { Precision } from "./gpt.ts";

@@ -9,7 +9,7 @@
  *
  * @example A stage that upper-cases every document
  * ```ts
- * import { z } from "zod";
+ * import { z } from "npm:zod@^4.6.7";
  * import { defineStage } from "./stage.ts";
  *
  * export const upper = defineStage({
@@ -31,7 +31,7 @@
  * ```
  * @module
  */
-import type { z } from "zod";
+import type { z } from "npm:zod@^4.6.7";
 import type { Artifact } from "./artifact.ts";
 import type { Checkpoint, OutputWriter } from "./workspace.ts";
 import type { ShardTask, ShardWorker } from "./pool.ts";

@@ -20,7 +20,7 @@
  */
 import { isAbsolute, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
-import { isMap, isScalar, isSeq, LineCounter, type Node, parseDocument } from "yaml";
+import { isMap, isScalar, isSeq, LineCounter, type Node, parseDocument } from "npm:yaml@^2.9.1";
 import { ConfigError, PipelineError } from "./errors.ts";
 import { type Pipeline, pipeline } from "./pipeline.ts";
 import type { Kind, Stage } from "./stage.ts";

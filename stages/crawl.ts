@@ -31,7 +31,7 @@
  * ```
  * @module
  */
-import { z } from "zod";
+import { z } from "npm:zod@^4.6.7";
 import { defineStage } from "../pipeline/stage.ts";
 import { expandFiles, fingerprintFiles } from "../pipeline/files.ts";
 import type { ShardTask } from "../pipeline/pool.ts";

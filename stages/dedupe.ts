@@ -21,7 +21,7 @@
  * @module
  */
 import { basename } from "node:path";
-import { z } from "zod";
+import { z } from "npm:zod@^4.6.7";
 import { openArtifact } from "../pipeline/artifact.ts";
 import { ConfigError } from "../pipeline/errors.ts";
 import { fingerprintFiles } from "../pipeline/files.ts";

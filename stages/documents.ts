@@ -15,7 +15,7 @@
  * ```
  * @module
  */
-import { decompress as zstdDecompress } from "fzstd";
+import { decompress as zstdDecompress } from "npm:fzstd@^0.1.1";
 import type { Artifact } from "../pipeline/artifact.ts";
 import type { PendingFile } from "../pipeline/workspace.ts";
 

@@ -46,7 +46,7 @@
  * ```
  * @module
  */
-import { z } from "zod";
+import { z } from "npm:zod@^4.6.7";
 import { basename } from "node:path";
 import { defineStage } from "../pipeline/stage.ts";
 import { fingerprintFiles } from "../pipeline/files.ts";

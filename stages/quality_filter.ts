@@ -17,7 +17,7 @@
  * ```
  * @module
  */
-import { z } from "zod";
+import { z } from "npm:zod@^4.6.7";
 import { ConfigError } from "../pipeline/errors.ts";
 import { expandFiles, fingerprintFiles } from "../pipeline/files.ts";
 import { defineStage, type StageContext } from "../pipeline/stage.ts";

@@ -28,7 +28,7 @@
  * ```
  * @module
  */
-import { z } from "zod";
+import { z } from "npm:zod@^4.6.7";
 import { defineStage, type StageContext } from "../pipeline/stage.ts";
 import type { ShardEnv, ShardWorker } from "../pipeline/pool.ts";
 import { ConfigError, InterruptedError } from "../pipeline/errors.ts";

@@ -6,7 +6,7 @@
  */
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
-import { z } from "zod";
+import { z } from "npm:zod@^4.6.7";
 import { defineStage } from "../pipeline/stage.ts";
 import { brownTexts } from "./tokenizer_corpus.ts";
 

@@ -1,6 +1,6 @@
 import { strict as assert } from "node:assert";
 import { join } from "node:path";
-import { z } from "zod";
+import { z } from "npm:zod@^4.6.7";
 import { pipeline } from "../pipeline/pipeline.ts";
 import { defineStage } from "../pipeline/stage.ts";
 import { ConfigError, PipelineError } from "../pipeline/errors.ts";

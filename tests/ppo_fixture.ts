@@ -8,7 +8,7 @@
  * `deno run -A tests/ppo_fixture.ts <workdir> '<ppo config JSON>'`.
  * @module
  */
-import { z } from "zod";
+import { z } from "npm:zod@^4.6.7";
 import { join } from "node:path";
 import { defineStage } from "../pipeline/stage.ts";
 import { pipeline } from "../pipeline/pipeline.ts";

@@ -1,7 +1,7 @@
 import { strict as assert } from "node:assert";
 import { join } from "node:path";
 import { killAfterCheckpoint } from "./kill_helpers.ts";
-import { z } from "zod";
+import { z } from "npm:zod@^4.6.7";
 import { defineStage } from "../pipeline/stage.ts";
 import { pipeline } from "../pipeline/pipeline.ts";
 import { encodeTokenShard } from "../model/data.ts";

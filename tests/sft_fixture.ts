@@ -7,7 +7,7 @@
  * `deno run -A tests/sft_fixture.ts <workdir> <datadir> '<sft config JSON>' '<rm config JSON>'`.
  * @module
  */
-import { z } from "zod";
+import { z } from "npm:zod@^4.6.7";
 import { join } from "node:path";
 import { defineStage } from "../pipeline/stage.ts";
 import { pipeline } from "../pipeline/pipeline.ts";

@@ -6,7 +6,7 @@
  */
 import { strict as assert } from "node:assert";
 import { join } from "node:path";
-import { z } from "zod";
+import { z } from "npm:zod@^4.6.7";
 import { defineStage } from "../pipeline/stage.ts";
 import { pipeline } from "../pipeline/pipeline.ts";
 import { gptConfig, toHFConfig } from "../model/config.ts";

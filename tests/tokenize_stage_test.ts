@@ -1,5 +1,5 @@
 import { strict as assert } from "node:assert";
-import { z } from "zod";
+import { z } from "npm:zod@^4.6.7";
 import { pipeline } from "../pipeline/pipeline.ts";
 import { defineStage } from "../pipeline/stage.ts";
 import { ConfigError, InterruptedError } from "../pipeline/errors.ts";

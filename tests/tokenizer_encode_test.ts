@@ -1,5 +1,5 @@
 import { strict as assert } from "node:assert";
-import { getEncoding } from "js-tiktoken";
+import { getEncoding } from "npm:js-tiktoken@^1.0.21";
 import { cl100kTokenizer, gpt2Tokenizer } from "../tokenizer/load.ts";
 import { GPT2_PATTERN, pretokenizer } from "../tokenizer/pretokenize.ts";
 import { CHAT_TOKENS, END_OF_TEXT } from "../tokenizer/tokenizer.ts";

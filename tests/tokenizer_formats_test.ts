@@ -1,6 +1,6 @@
 import { strict as assert } from "node:assert";
 import { join } from "node:path";
-import { getEncoding } from "js-tiktoken";
+import { getEncoding } from "npm:js-tiktoken@^1.0.21";
 import {
   byteToUnicode,
   cl100kTokenizer,

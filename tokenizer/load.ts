@@ -44,13 +44,13 @@ function fromPackedRanks(ranks: PackedRanks): Tokenizer {
 
 /** GPT-2's tokenizer (r50k_base: 50,257 ids, `<|endoftext|>` = 50256). */
 export async function gpt2Tokenizer(): Promise<Tokenizer> {
-  const { default: ranks } = await import("js-tiktoken/ranks/gpt2");
+  const { default: ranks } = await import("npm:js-tiktoken@^1.0.21/ranks/gpt2");
   return fromPackedRanks(ranks);
 }
 
 /** GPT-3.5/4's cl100k_base (100,277 ids). */
 export async function cl100kTokenizer(): Promise<Tokenizer> {
-  const { default: ranks } = await import("js-tiktoken/ranks/cl100k_base");
+  const { default: ranks } = await import("npm:js-tiktoken@^1.0.21/ranks/cl100k_base");
   return fromPackedRanks(ranks);
 }
 

@@ -22,7 +22,7 @@
  *   (`warc/crawl-live-NNNNN.warc.gz`, gzip per record), and the documents then point at them.
  * @module
  */
-import { Parser } from "htmlparser2";
+import { Parser } from "npm:htmlparser2@^12.0.0";
 import { gzipSync } from "node:zlib";
 import { dirname } from "node:path";
 import type { Checkpoint, OutputWriter } from "../../pipeline/workspace.ts";

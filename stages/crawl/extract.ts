@@ -27,8 +27,8 @@
  * ```
  * @module
  */
-import { Parser } from "htmlparser2";
-import { eld } from "eld/medium";
+import { Parser } from "npm:htmlparser2@^12.0.0";
+import { eld } from "npm:eld@^2.1.0/medium";
 
 /** Text decoded from bytes, and how its charset was found. */
 export interface Decoded {

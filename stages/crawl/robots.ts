@@ -6,7 +6,7 @@
  * reads the first 500 KiB of a longer file and drops the line the cut goes through).
  * @module
  */
-import robotsParserModule from "robots-parser";
+import robotsParserModule from "npm:robots-parser@^3.0.1";
 
 // The package's .d.ts opens with `declare module`, which hides its default export's call signature
 // from Deno's type checker; this is that signature.

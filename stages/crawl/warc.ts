@@ -27,7 +27,7 @@
  * @module
  */
 // pako 1.x ships no types; the small part used here is typed by hand below.
-import pako from "pako";
+import pako from "npm:pako@^1.0.11";
 import { DataError } from "../../pipeline/errors.ts";
 
 /** One record of a WARC or ARC file. */

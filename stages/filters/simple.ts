@@ -69,7 +69,7 @@ export type LanguageDetector = (text: string) => { language: string; score: numb
  * n-gram match ratios, not probabilities: clean English prose scores about 0.7–0.8.
  */
 export async function eldDetector(): Promise<LanguageDetector> {
-  const { eld } = await import("eld/medium");
+  const { eld } = await import("npm:eld@^2.1.0/medium");
   return (text) => {
     // ELD reads the first few thousand characters well; longer input only costs time.
     const result = eld.detect(text.slice(0, 4000));
