@@ -16,7 +16,6 @@ export const shout = defineStage({
   input: "documents",
   output: "documents",
   schema: z.object({ suffix: z.string().default("!") }), // errors name the field
-  permissions: { read: true, write: true },
   description: "upper-cases every document (an example stage)",
   async run(ctx) {
     // One task per input shard, on the worker pool; finished shards are skipped on a rerun and

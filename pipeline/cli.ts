@@ -18,6 +18,7 @@
  * Exit codes: 0 success, 1 failure, 2 usage error, 75 workdir in use, 130 interrupted.
  * @module
  */
+import { dirname, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { InterruptedError, isKilnError, LockedError } from "./errors.ts";
 import type { Pipeline, StageStatus } from "./pipeline.ts";
@@ -110,9 +111,13 @@ export async function main(args: string[], opts: { pipeline?: Pipeline<Kind | nu
     }
     return 0;
   }
+  // Paths on the command line are relative to where the command was typed (`deno task` runs its
+  // tasks from kiln's folder and says where it was called from in INIT_CWD).
+  const invokedFrom = envVar("INIT_CWD") ?? Deno.cwd();
+  const fromInvocation = (path?: string) => path === undefined ? undefined : resolve(invokedFrom, path);
   let p = opts.pipeline;
   if (!p) {
-    const file = positionals.shift();
+    const file = fromInvocation(positionals.shift());
     if (!file) {
       console.error(`kiln ${command}: name a pipeline YAML file\n\n${USAGE}`);
       return 2;
@@ -122,6 +127,9 @@ export async function main(args: string[], opts: { pipeline?: Pipeline<Kind | nu
     } catch (e) {
       return report(e);
     }
+    // Paths inside a YAML pipeline (its workdir, and the paths in stage configs) are relative to the
+    // YAML file's folder, wherever the command runs from.
+    Deno.chdir(dirname(file));
   }
   if (positionals.length) {
     console.error(`unexpected argument "${positionals[0]}"\n\n${USAGE}`);
@@ -139,7 +147,7 @@ export async function main(args: string[], opts: { pipeline?: Pipeline<Kind | nu
     until: values.until,
     only: split(values.only),
     force: force?.includes("*") ? true : force,
-    workdir: values.workdir,
+    workdir: fromInvocation(values.workdir),
     workers,
     wait: values.wait,
     quiet: values.quiet || values.json,
@@ -154,7 +162,7 @@ export async function main(args: string[], opts: { pipeline?: Pipeline<Kind | nu
       return 0;
     }
     if (command === "report") {
-      const { path } = await p.execute({ ...common, command, out: values.out });
+      const { path } = await p.execute({ ...common, command, out: fromInvocation(values.out) });
       console.log(values.json ? JSON.stringify({ path }) : `wrote ${path}`);
       return 0;
     }
@@ -205,6 +213,12 @@ export async function main(args: string[], opts: { pipeline?: Pipeline<Kind | nu
   } catch (e) {
     return report(e);
   }
+}
+
+/** An environment variable, or undefined when unset or not granted (no prompt). */
+function envVar(name: string): string | undefined {
+  if (Deno.permissions.querySync({ name: "env", variable: name }).state !== "granted") return undefined;
+  return Deno.env.get(name);
 }
 
 function report(e: unknown): number {

@@ -1,53 +1,167 @@
 /**
- * Hashes a stage's code: its module and, transitively, every module it imports by a relative path or
- * URL, so editing a stage (or a helper it imports) reruns it. Bare and `npm:`/`node:` specifiers are
- * hashed by name (their versions are pinned by deno.json and deno.lock). kiln's own runtime
- * (`pipeline/`) is left out: changing how stages are scheduled does not change what they compute.
+ * A stage's code: its module and, transitively, every module it imports by a relative path or URL, so
+ * editing a stage (or a helper it imports) reruns it. `npm:`/`node:` specifiers carry their versions in
+ * the source and are hashed by name. kiln's own runtime (`pipeline/`) is left out: changing how stages
+ * are scheduled does not change what they compute.
  *
- * Imports are found by scanning the source for static `import`/`export … from` and literal dynamic
- * `import("…")`, which is what stage modules use; it needs no subprocess (`deno info`) and so no
- * `--allow-run`.
+ * Remote modules are fetched by kiln itself, and the bytes it hashes are the bytes the stage process
+ * runs: {@linkcode ModuleStore} keeps them in the workdir and the stage process imports that copy
+ * through an import map (Deno's own module cache would run whatever it fetched first). When a host is
+ * unreachable, the last copy fetched stands in for it, so a finished pipeline is still cached offline.
+ *
+ * Imports are found by scanning the source for static `import`/`export … from`, literal dynamic
+ * `import("…")` and `new URL("…", import.meta.url)` (shard-worker modules), which is what stage
+ * modules use; it needs no subprocess (`deno info`) and so no `--allow-run`.
  * @module
  */
 import { createHash } from "node:crypto";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath as fromFileUrl } from "node:url";
+import { KilnError } from "./errors.ts";
 
 const RUNTIME_DIR = new URL("./", import.meta.url).href;
 const IMPORT_RE =
-  /(?:^|[;\s])(?:import|export)\s*(?:type\s+)?(?:[\w*{}\s,$]*?\s*from\s*)?["']([^"'\n]+)["']|import\(\s*["']([^"'\n]+)["']\s*\)/g;
-
-const cache = new Map<string, Promise<string>>();
-
-async function readModule(url: string): Promise<string> {
-  if (url.startsWith("file:")) return await Deno.readTextFile(new URL(url));
-  const response = await fetch(url);
-  if (!response.ok) throw new Error(`cannot read stage module ${url}: HTTP ${response.status}`);
-  return await response.text();
-}
+  /(?:^|[;\s])(?:import|export)\s*(?:type\s+)?(?:[\w*{}\s,$]*?\s*from\s*)?["']([^"'\n]+)["']|import\(\s*["']([^"'\n]+)["']\s*\)|new URL\(\s*["'](\.{1,2}\/[^"'\n]+\.[mc]?[jt]sx?)["']\s*,\s*import\.meta\.url\s*\)/g;
 
 /** The import specifiers a module's source names. */
 export function importSpecifiers(source: string): string[] {
   const out: string[] = [];
-  for (const m of source.matchAll(IMPORT_RE)) out.push(m[1] ?? m[2]);
+  for (const m of source.matchAll(IMPORT_RE)) out.push(m[1] ?? m[2] ?? m[3]);
   return out;
 }
 
-/** SHA-256 over the sources of `moduleUrl` and its local/remote imports (memoised per process). */
-export function hashModuleGraph(moduleUrl: string): Promise<string> {
-  let hit = cache.get(moduleUrl);
-  if (!hit) {
-    hit = hashGraph(moduleUrl);
-    cache.set(moduleUrl, hit);
-  }
-  return hit;
+/** A stage's module graph: its digest, the local files in it, and the remote modules' sources. */
+export interface ModuleGraph {
+  digest: string;
+  /** Local module files (paths), kiln's runtime excluded. */
+  files: string[];
+  /** Remote module URL → the source that was hashed (and is what runs). */
+  remote: Map<string, string>;
 }
 
-async function hashGraph(root: string): Promise<string> {
+/**
+ * Where remote module sources are kept (`<workdir>/modules/`): each source by its SHA-256, and the
+ * newest one seen for each URL, so an unreachable host falls back to what was last fetched.
+ */
+export class ModuleStore {
+  constructor(readonly dir: string) {}
+
+  #latestPath(url: string) {
+    return join(this.dir, "urls", sha256(url).slice(0, 32));
+  }
+
+  async latest(url: string): Promise<string | undefined> {
+    try {
+      const hash = (await Deno.readTextFile(this.#latestPath(url))).trim();
+      return await Deno.readTextFile(join(this.dir, "sources", hash));
+    } catch (e) {
+      if (e instanceof Deno.errors.NotFound) return undefined;
+      throw e;
+    }
+  }
+
+  async remember(url: string, source: string): Promise<void> {
+    const hash = sha256(source);
+    await writeOnce(join(this.dir, "sources", hash), source);
+    await writeOnce(this.#latestPath(url), hash, true);
+  }
+
+  /** Where {@linkcode materialize} puts the import map of a graph with remote modules. */
+  importMapPath(graph: ModuleGraph): string | undefined {
+    return graph.remote.size
+      ? join(resolve(this.dir), "graphs", graph.digest.slice(0, 16), "import_map.json")
+      : undefined;
+  }
+
+  /**
+   * Lays the graph's remote modules out as files (one folder per graph digest, one subfolder per
+   * origin, so relative imports between them still resolve) and returns the import map that sends
+   * each URL to its copy.
+   */
+  async materialize(graph: ModuleGraph): Promise<string | undefined> {
+    const mapPath = this.importMapPath(graph);
+    if (!mapPath) return undefined;
+    const root = dirname(mapPath);
+    const imports: Record<string, string> = {};
+    for (const [url, source] of graph.remote) {
+      const u = new URL(url);
+      const file = join(
+        root,
+        `${u.protocol.slice(0, -1)}_${u.host.replace(":", "_")}`,
+        decodeURIComponent(u.pathname),
+      );
+      await writeOnce(file, source);
+      imports[url] = new URL(`file://${file}`).href;
+    }
+    await writeOnce(mapPath, JSON.stringify({ imports }, null, 1), true);
+    return mapPath;
+  }
+}
+
+function sha256(text: string): string {
+  return createHash("sha256").update(text).digest("hex");
+}
+
+/** Writes a file atomically (a content-addressed file only when missing). */
+async function writeOnce(path: string, text: string, replace = false) {
+  if (!replace) {
+    try {
+      await Deno.stat(path);
+      return;
+    } catch (e) {
+      if (!(e instanceof Deno.errors.NotFound)) throw e;
+    }
+  }
+  await Deno.mkdir(dirname(path), { recursive: true });
+  const tmp = `${path}.${crypto.randomUUID()}.tmp`;
+  await Deno.writeTextFile(tmp, text);
+  await Deno.rename(tmp, path);
+}
+
+async function readRemote(url: string, store?: ModuleStore): Promise<string> {
+  let problem: string;
+  try {
+    const response = await fetch(url);
+    if (response.ok) {
+      const source = await response.text();
+      await store?.remember(url, source);
+      return source;
+    }
+    await response.body?.cancel();
+    problem = `HTTP ${response.status}`;
+  } catch (e) {
+    if (e instanceof Deno.errors.NotCapable) {
+      throw new KilnError(
+        `cannot read stage module ${url}: kiln fetches a URL stage's code itself to hash what will run; ` +
+          `allow it with --allow-net=${new URL(url).host}`,
+      );
+    }
+    problem = (e as Error).message;
+  }
+  const kept = await store?.latest(url);
+  if (kept !== undefined) return kept;
+  throw new KilnError(`cannot read stage module ${url}: ${problem}`);
+}
+
+/**
+ * The module graph of `moduleUrl`: local files read from disk, remote ones fetched (falling back to
+ * `store`'s last copy when the host cannot be reached).
+ */
+export async function moduleGraph(moduleUrl: string, store?: ModuleStore): Promise<ModuleGraph> {
   const seen = new Set<string>();
   const hash = createHash("sha256");
+  const graph: ModuleGraph = { digest: "", files: [], remote: new Map() };
   const visit = async (url: string) => {
     if (seen.has(url) || url.startsWith(RUNTIME_DIR)) return;
     seen.add(url);
-    const source = await readModule(url);
+    let source: string;
+    if (url.startsWith("file:")) {
+      source = await Deno.readTextFile(new URL(url));
+      graph.files.push(fromFileUrl(url));
+    } else {
+      source = await readRemote(url, store);
+      graph.remote.set(url, source);
+    }
     hash.update(`${url.startsWith("file:") ? "" : url}\0${source}\0`);
     for (const spec of importSpecifiers(source)) {
       if (spec.startsWith(".") || spec.startsWith("/")) await visit(new URL(spec, url).href);
@@ -55,6 +169,7 @@ async function hashGraph(root: string): Promise<string> {
       else hash.update(`dep:${spec}\0`);
     }
   };
-  await visit(root);
-  return hash.digest("hex");
+  await visit(moduleUrl);
+  graph.digest = hash.digest("hex");
+  return graph;
 }

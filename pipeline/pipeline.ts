@@ -21,18 +21,18 @@
  * - `runs/<run>.jsonl`           the journal of each run
  * @module
  */
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import { type Artifact, commitArtifact, openArtifact } from "./artifact.ts";
-import { hashModuleGraph } from "./code_hash.ts";
+import { type ModuleGraph, moduleGraph, ModuleStore } from "./code_hash.ts";
 import { ArtifactError, InterruptedError, isKilnError, PermissionError, PipelineError } from "./errors.ts";
+import { grantFlags, runStageProcess, stageGrant } from "./sandbox.ts";
 import { Journal } from "./journal.ts";
 import { cacheKey, explainChange, type KeyParts } from "./keys.ts";
 import { lockWorkdir } from "./lock.ts";
-import { runShards } from "./pool.ts";
 import { formatDuration, ProgressReporter } from "./progress.ts";
 import { renderReport } from "./report.ts";
-import type { Kind, Permissions, Progress, Stage, StageContext, Stats } from "./stage.ts";
-import { Checkpoint, listFiles, OutputWriter, writeFileAtomic } from "./workspace.ts";
+import { checkName, type Kind, type Progress, type Stage } from "./stage.ts";
+import { listFiles, writeFileAtomic } from "./workspace.ts";
 
 /** Options fixed by the pipeline's author. */
 export interface PipelineOptions {
@@ -84,6 +84,8 @@ export interface StageStatus {
   stats?: Record<string, unknown>;
   /** Done-markers of a resumable attempt. */
   checkpoints?: number;
+  /** The Deno permission flags the stage's process gets (see `sandbox.ts`), once its inputs exist. */
+  grant?: string[];
 }
 
 /** The outcome of one stage in a run. */
@@ -111,31 +113,6 @@ type PipelineIndex = { pipeline: string; stages: Record<string, IndexEntry> };
 
 const KEY_DIR_LENGTH = 16;
 
-/** Deno's flag for each permission a stage may declare. */
-export function permissionFlags(p: Permissions): string[] {
-  const flags: string[] = [];
-  if (p.read) flags.push("--allow-read");
-  if (p.write) flags.push("--allow-write");
-  if (p.net) flags.push(Array.isArray(p.net) ? `--allow-net=${p.net.join(",")}` : "--allow-net");
-  if (p.env) flags.push("--allow-env");
-  if (p.run) flags.push("--allow-run");
-  if (p.ffi) flags.push("--allow-ffi");
-  return flags;
-}
-
-class StageStats implements Stats {
-  #values: Record<string, unknown> = {};
-  add(name: string, n = 1) {
-    this.#values[name] = ((this.#values[name] as number) ?? 0) + n;
-  }
-  set(name: string, value: unknown) {
-    this.#values[name] = value;
-  }
-  toJSON() {
-    return { ...this.#values };
-  }
-}
-
 /** A pipeline: stages in order, each taking the previous one's artifact. */
 export class Pipeline<Last extends Kind | null> {
   constructor(
@@ -143,9 +120,7 @@ export class Pipeline<Last extends Kind | null> {
     readonly options: PipelineOptions,
     readonly stages: readonly Stage[],
   ) {
-    if (!/^[\w.-]+$/.test(name)) {
-      throw new PipelineError(`pipeline name "${name}": use letters, digits, "-", "_" or "." only`);
-    }
+    checkName("pipeline name", name);
   }
 
   /**
@@ -224,6 +199,8 @@ class Runner {
   #artifacts = new Map<string, Artifact>();
   #verified = new Set<string>();
   #parts = new Map<string, KeyParts>();
+  #graphs = new Map<string, ModuleGraph>();
+  #modules: ModuleStore;
 
   constructor(readonly pipeline: Pipeline<Kind | null>, readonly opts: ExecuteOptions) {
     this.workdir = opts.workdir ?? pipeline.options.workdir ?? ".kiln";
@@ -253,6 +230,7 @@ class Runner {
     if (Array.isArray(opts.force)) { for (const id of opts.force) check(id, "--force"); }
     this.forced = new Set(opts.force === true ? selected : Array.isArray(opts.force) ? opts.force : []);
     this.reporter = new ProgressReporter({ quiet: opts.quiet, intervalS: opts.progressInterval });
+    this.#modules = new ModuleStore(join(this.workdir, "modules"));
   }
 
   #artifactDir(id: string, key: string) {
@@ -308,12 +286,14 @@ class Runner {
       if (!artifact) return undefined;
       inputs[slot] = artifact.digest;
     }
-    let code: string;
+    let graph: ModuleGraph;
     try {
-      code = await hashModuleGraph(stage.module);
+      graph = await moduleGraph(stage.module, this.#modules);
     } catch (e) {
       throw this.#wrap(stage, e, "reading its code");
     }
+    this.#graphs.set(stage.id, graph);
+    const code = graph.digest;
     const parts: KeyParts = {
       name: stage.name,
       version: stage.version,
@@ -326,6 +306,20 @@ class Runner {
     };
     this.#parts.set(stage.id, parts);
     return parts;
+  }
+
+  /** What the process of stage `i` may do (its inputs are committed, its key parts computed). */
+  #grant(i: number, key: string) {
+    const stage = this.pipeline.stages[i];
+    const graph = this.#graphs.get(stage.id)!;
+    return stageGrant({
+      permissions: stage.permissions,
+      codeFiles: graph.files,
+      importMap: this.#modules.importMapPath(graph),
+      inputs: Object.values(this.#slots(i)).map((p) => this.#artifacts.get(p.id)!.dir),
+      workDir: this.#workDir(stage.id, key),
+      external: this.#parts.get(stage.id)?.external,
+    });
   }
 
   /** The committed artifact under `key`, undefined if none; a damaged one is reported via `damaged`. */
@@ -344,11 +338,14 @@ class Runner {
   }
 
   #wrap(stage: Stage, e: unknown, doing: string): Error {
+    // The runner itself was refused (reading a config's files or a stage's code): name the flag.
     if (e instanceof Deno.errors.NotCapable || (e as Error)?.name === "NotCapable") {
-      const flags = permissionFlags(stage.permissions);
+      const message = (e as Error).message.replace(
+        /, run again with the (--allow-\w+) flag/,
+        "; run kiln with $1",
+      );
       return new PermissionError(
-        `stage "${stage.id}" was refused a permission while ${doing}: ${(e as Error).message}` +
-          (flags.length ? `\n  this stage needs: ${flags.join(" ")}` : ""),
+        `stage "${stage.id}": kiln was refused ${message.replace(/^Requires /, "")} while ${doing}`,
       );
     }
     if (e instanceof InterruptedError || isKilnError(e)) return e as Error;
@@ -390,6 +387,7 @@ class Runner {
       }
       const key = cacheKey(parts);
       status.key = key;
+      status.grant = grantFlags(this.#grant(i, key));
       const { artifact, damaged } = await this.#committed(stage.id, key);
       if (artifact) {
         this.#artifacts.set(stage.id, artifact);
@@ -558,9 +556,6 @@ class Runner {
     const resumed = await exists(dirs.state);
     await Deno.remove(dirs.tmp, { recursive: true }).catch(() => {});
     for (const dir of Object.values(dirs)) await Deno.mkdir(dir, { recursive: true });
-    const stats = new StageStats();
-    const out = new OutputWriter(dirs.out, dirs.tmp);
-    const checkpoint = new Checkpoint(dirs.state, dirs.tmp);
     const controller = new AbortController();
     const onAbort = () => controller.abort(new InterruptedError("interrupted"));
     this.opts.signal?.addEventListener("abort", onAbort, { once: true });
@@ -573,43 +568,44 @@ class Runner {
         journal.write("progress", { stage: stage.id, ...p });
       }
     };
-    const uses: Record<string, Artifact> = {};
-    for (const [slot, producer] of Object.entries(this.#slots(i))) {
-      if (slot !== "input") uses[slot] = this.#artifacts.get(producer.id)!;
+    const slots = this.#slots(i);
+    const uses: Record<string, string> = {};
+    for (const [slot, producer] of Object.entries(slots)) {
+      if (slot !== "input") uses[slot] = resolve(this.#artifacts.get(producer.id)!.dir);
     }
-    const ctx: StageContext<unknown, Kind | null> = {
-      id: stage.id,
-      config: stage.config,
-      input: (stage.input === null ? undefined : this.#artifacts.get(this.stages[i - 1].id)) as Artifact,
-      uses,
-      out,
-      checkpoint,
-      signal: controller.signal,
-      workers: this.workers,
-      stats,
-      progress,
-      log: (message: string) => {
-        this.reporter.line(`  ${stage.id}: ${message}`);
-        journal.write("log", { stage: stage.id, message });
-      },
-      runShards: (worker, tasks) =>
-        runShards(worker, tasks, {
-          workers: this.workers,
-          out,
-          checkpoint,
-          signal: controller.signal,
-          onProgress: (done, total) => progress({ done, total, unit: "shards" }),
-        }),
-    };
+    const graph = this.#graphs.get(stage.id)!;
+    const importMap = await this.#modules.materialize(graph);
+    const grant = this.#grant(i, key);
     const started = performance.now();
     this.reporter.start(stage.id);
     this.reporter.line(
       `▶ ${stage.id}: ${resumed ? "resuming from checkpoint" : "running"} (${key.slice(0, 8)})`,
     );
-    await journal.write("stage-start", { stage: stage.id, key, resumed, parts });
+    await journal.write("stage-start", { stage: stage.id, key, resumed, parts, grant: grantFlags(grant) });
+    let stats: Record<string, unknown>;
     try {
-      await stage.run(ctx);
-      if (controller.signal.aborted) throw new InterruptedError("interrupted");
+      stats = await runStageProcess(
+        {
+          module: stage.module,
+          name: stage.name,
+          id: stage.id,
+          config: stage.config,
+          input: slots.input ? resolve(this.#artifacts.get(slots.input.id)!.dir) : undefined,
+          uses,
+          dirs: { out: resolve(dirs.out), state: resolve(dirs.state), tmp: resolve(dirs.tmp) },
+          workers: this.workers,
+        },
+        grant,
+        importMap,
+        {
+          signal: controller.signal,
+          progress,
+          log: (message: string) => {
+            this.reporter.line(`  ${stage.id}: ${message}`);
+            journal.write("log", { stage: stage.id, message });
+          },
+        },
+      );
     } catch (e) {
       const err = controller.signal.aborted
         ? new InterruptedError("interrupted")
@@ -617,7 +613,7 @@ class Runner {
       await journal.write(err instanceof InterruptedError ? "stage-interrupted" : "stage-failed", {
         stage: stage.id,
         error: err.message,
-        stats: stats.toJSON(),
+        stats: (e as { stats?: unknown })?.stats ?? {},
       });
       throw err;
     } finally {
@@ -633,7 +629,7 @@ class Runner {
       stage: stage.id,
       kind: stage.output,
       key,
-      stats: stats.toJSON(),
+      stats,
       durationMs: Math.round(durationMs),
     });
     await Deno.remove(base, { recursive: true });

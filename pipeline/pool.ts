@@ -6,8 +6,83 @@
  * skips it; results come back in task order, so outputs do not depend on the worker count.
  * @module
  */
-import type { Checkpoint, OutputWriter } from "./workspace.ts";
+import { createHash } from "node:crypto";
+import { Checkpoint, OutputWriter } from "./workspace.ts";
 import { InterruptedError, isKilnError, KilnError } from "./errors.ts";
+
+/** What a shard's done-marker records: its result, and the size and SHA-256 of each file it wrote. */
+export interface ShardDone<R = unknown> {
+  result: R;
+  files: Record<string, { size: number; sha256: string }>;
+}
+
+async function sha256File(path: string): Promise<string> {
+  const hash = createHash("sha256");
+  using file = await Deno.open(path);
+  for await (const chunk of file.readable) hash.update(chunk);
+  return hash.digest("hex");
+}
+
+/** Marks a shard done together with the size and digest of every file it wrote. */
+export async function markShardDone(
+  checkpoint: Checkpoint,
+  out: OutputWriter,
+  id: string,
+  result: unknown,
+  written: string[],
+): Promise<void> {
+  const files: ShardDone["files"] = {};
+  for (const rel of written) {
+    const path = out.path(rel);
+    files[rel] = { size: (await Deno.stat(path)).size, sha256: await sha256File(path) };
+  }
+  await checkpoint.markDone(id, { result, files } satisfies ShardDone);
+}
+
+/**
+ * The result of a shard marked done whose files are all still there at their recorded sizes; a shard
+ * whose output is missing or damaged is unmarked (and so done again).
+ */
+export async function doneShardResult<R>(
+  checkpoint: Checkpoint,
+  out: OutputWriter,
+  id: string,
+): Promise<{ result: R } | undefined> {
+  const info = await checkpoint.doneInfo<ShardDone<R>>(id);
+  if (!info || typeof info !== "object" || !("result" in info)) return undefined;
+  for (const [rel, { size }] of Object.entries(info.files ?? {})) {
+    const actual = await Deno.stat(out.path(rel)).then((s) => s.size, () => -1);
+    if (actual !== size) {
+      await checkpoint.unmark(id);
+      return undefined;
+    }
+  }
+  return { result: info.result };
+}
+
+/**
+ * Before a stage commits: re-hashes every file that a done shard recorded and unmarks the shards whose
+ * files changed since (their ids are returned), so damaged output is redone, never committed.
+ */
+export async function damagedShards(checkpoint: Checkpoint, out: OutputWriter): Promise<string[]> {
+  const damaged: string[] = [];
+  for (const { id, info } of await checkpoint.markers()) {
+    const files = (info as Partial<ShardDone> | null)?.files;
+    if (!files) continue;
+    for (const [rel, { size, sha256 }] of Object.entries(files)) {
+      const path = out.path(rel);
+      const ok = await Deno.stat(path).then((s) => s.size === size, () => false) &&
+        await sha256File(path) === sha256;
+      if (!ok) {
+        damaged.push(id);
+        await checkpoint.unmark(id);
+        await Deno.remove(path).catch(() => {});
+        break;
+      }
+    }
+  }
+  return damaged;
+}
 
 /** Names the function a shard runs: a named export of a module (pass `import.meta.url`). */
 export interface ShardWorker {
@@ -42,8 +117,8 @@ export interface ShardRequest {
   tmpDir: string;
 }
 
-/** A worker thread's answer. */
-export type ShardReply = { ok: true; result: unknown } | {
+/** A worker thread's answer: the shard's result and the output files it wrote. */
+export type ShardReply = { ok: true; result: unknown; files: string[] } | {
   ok: false;
   error: { name: string; message: string; stack?: string };
 };
@@ -86,14 +161,14 @@ export async function runShards<A, R>(
   const results = new Array<R>(tasks.length);
   const pending: number[] = [];
   for (let i = 0; i < tasks.length; i++) {
-    const info = await opts.checkpoint.doneInfo<{ result: R }>(tasks[i].id);
-    if (info !== undefined) results[i] = info.result;
+    const done = await doneShardResult<R>(opts.checkpoint, opts.out, tasks[i].id);
+    if (done) results[i] = done.result;
     else pending.push(i);
   }
   let done = tasks.length - pending.length;
   opts.onProgress?.(done, tasks.length);
-  const finish = async (i: number, result: R) => {
-    await opts.checkpoint.markDone(tasks[i].id, { result });
+  const finish = async (i: number, result: R, written: string[]) => {
+    await markShardDone(opts.checkpoint, opts.out, tasks[i].id, result, written);
     results[i] = result;
     opts.onProgress?.(++done, tasks.length);
   };
@@ -102,7 +177,11 @@ export async function runShards<A, R>(
     const err = e as Error;
     const message = `shard "${tasks[i].id}": ${err.message}`;
     if (isKilnError(err)) return new KilnError(message);
-    return Object.assign(new Error(message), { stack: err.stack });
+    // A refused permission keeps its name, so the runner can say which permission and how to grant it.
+    return Object.assign(new Error(message), {
+      stack: err.stack,
+      name: err.name === "NotCapable" ? err.name : "Error",
+    });
   };
 
   if (opts.workers <= 1 || pending.length <= 1) {
@@ -110,12 +189,13 @@ export async function runShards<A, R>(
     for (const i of pending) {
       if (opts.signal.aborted) throw new InterruptedError("interrupted");
       let result: R;
+      const out = new OutputWriter(opts.out.outDir, opts.out.tmpDir);
       try {
-        result = await fn!(tasks[i].args, { id: tasks[i].id, out: opts.out }) as R;
+        result = await fn!(tasks[i].args, { id: tasks[i].id, out }) as R;
       } catch (e) {
         throw wrap(i, e);
       }
-      await finish(i, result);
+      await finish(i, result, out.written);
     }
     return results;
   }
@@ -145,7 +225,7 @@ export async function runShards<A, R>(
             return fail(wrap(i, Object.assign(new Error(reply.error.message), reply.error)));
           }
           try {
-            await finish(i, reply.result as R);
+            await finish(i, reply.result as R, reply.files);
           } catch (e) {
             return fail(e);
           }

@@ -12,8 +12,9 @@ self.onmessage = async (event: MessageEvent<ShardRequest>) => {
   let reply: ShardReply;
   try {
     const fn = await loadShardFn(req);
-    const result = await fn(req.args, { id: req.id, out: new OutputWriter(req.outDir, req.tmpDir) });
-    reply = { ok: true, result };
+    const out = new OutputWriter(req.outDir, req.tmpDir);
+    const result = await fn(req.args, { id: req.id, out });
+    reply = { ok: true, result, files: out.written };
   } catch (e) {
     const err = e instanceof Error ? e : new Error(String(e));
     reply = { ok: false, error: { name: err.name, message: err.message, stack: err.stack } };

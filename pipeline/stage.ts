@@ -35,7 +35,7 @@ import type { z } from "npm:zod@^4.6.7";
 import type { Artifact } from "./artifact.ts";
 import type { Checkpoint, OutputWriter } from "./workspace.ts";
 import type { ShardTask, ShardWorker } from "./pool.ts";
-import { ConfigError } from "./errors.ts";
+import { ConfigError, PipelineError } from "./errors.ts";
 
 /**
  * The kinds of artifact the built-in stages exchange. A stage from elsewhere may use any other
@@ -49,14 +49,38 @@ export type Kind =
   | "reward-model"
   | (string & Record<never, never>);
 
-/** The Deno permissions a stage needs, so the runner can name the missing flag. */
+/**
+ * What a stage may do beyond the grant every stage gets. Each stage runs in its own Deno process
+ * (see `sandbox.ts`) that may read its own code, its input artifacts and the files its config names
+ * (what its `fingerprint` lists), and write only its own work directory; everything else is
+ * declared here, usually as a function of the config (`(config) => ({ net: hostsOf(config.urls) })`).
+ */
 export interface Permissions {
-  read?: boolean;
-  write?: boolean;
-  net?: boolean | string[];
-  env?: boolean;
-  run?: boolean;
+  /** Further files or directories it reads (a glob stands for the directory it starts in). */
+  read?: string[];
+  /** Hosts it connects to (`example.org`, `127.0.0.1:8080`), or `true` for any host. */
+  net?: string[] | true;
+  /** Environment variables it reads. */
+  env?: string[];
+  /** Programs it runs. */
+  run?: string[];
+  /** Native libraries it loads. */
   ffi?: boolean;
+}
+
+/**
+ * The local paths among config values (paths, globs or lists of them; URLs and unset values left out),
+ * for a stage's `permissions.read`.
+ */
+export function localPaths(...values: (string | string[] | undefined | null | false)[]): string[] {
+  return values.flat().filter((v): v is string =>
+    typeof v === "string" && !/^[a-z][a-z0-9+.-]*:\/\//i.test(v)
+  );
+}
+
+/** The hosts of URLs, for a stage's `permissions.net`. */
+export function urlHosts(urls: string[]): string[] {
+  return [...new Set(urls.filter((u) => /^https?:\/\//.test(u)).map((u) => new URL(u).host))].sort();
 }
 
 /** A progress update: how many of how many units are done, and optionally bytes processed. */
@@ -124,7 +148,7 @@ export interface Stage<In extends Kind | null = Kind | null, Out extends Kind = 
   readonly uses: Readonly<Record<string, Kind>>;
   /** The validated, JSON-serialisable config. */
   readonly config: C;
-  /** Permissions the stage needs, for error messages and docs. */
+  /** What the stage may do beyond its default grant (resolved from its config). */
   readonly permissions: Permissions;
   /**
    * Describes the external inputs the config names (files: see `fingerprintFiles`), so the cache key
@@ -150,7 +174,8 @@ export interface StageDefinition<In extends Kind | null, Out extends Kind, S ext
   uses?: Record<string, Kind>;
   /** A zod schema for the config; its defaults are applied and its errors name the field. */
   schema: S;
-  permissions?: Permissions;
+  /** What the stage needs beyond its default grant; a function of the validated config, or a value. */
+  permissions?: Permissions | ((config: z.output<S>) => Permissions);
   /** External inputs the config names, for the cache key (e.g. `fingerprintFiles(config.files)`). */
   fingerprint?: (config: z.output<S>) => Promise<unknown>;
   /** One line for `kiln stages` and the docs. */
@@ -174,12 +199,9 @@ export function defineStage<In extends Kind | null, Out extends Kind, S extends 
   def: StageDefinition<In, Out, S>,
 ): StageFactory<In, Out, S> {
   const make = (config: z.input<S> | undefined, id: string): Stage<In, Out, z.output<S>> => {
-    const parsed = def.schema.safeParse(config ?? {});
-    if (!parsed.success) {
-      const issue = parsed.error.issues[0];
-      throw new ConfigError(def.name, issue.path.map(String), issue.message);
-    }
-    const value = parsed.data as z.output<S>;
+    checkName("stage id", id);
+    const value = validateConfig(def.name, def.schema, config ?? {}) as z.output<S>;
+    const permissions = typeof def.permissions === "function" ? def.permissions(value) : def.permissions;
     return Object.freeze({
       name: def.name,
       version: def.version,
@@ -188,7 +210,7 @@ export function defineStage<In extends Kind | null, Out extends Kind, S extends 
       output: def.output,
       uses: Object.freeze({ ...def.uses }),
       config: value,
-      permissions: def.permissions ?? {},
+      permissions: permissions ?? {},
       fingerprint: async () => def.fingerprint ? await def.fingerprint(value) : null,
       id,
       as: (newId: string) => make(config, newId),
@@ -196,9 +218,189 @@ export function defineStage<In extends Kind | null, Out extends Kind, S extends 
     });
   };
   const factory = (config?: z.input<S>) => make(config, def.name);
-  return Object.assign(factory, {
+  const stageFactory = Object.assign(factory, {
     stageName: def.name,
     description: def.description ?? "",
     schema: def.schema,
   });
+  registry().push({
+    module: def.module,
+    name: def.name,
+    factory: stageFactory as StageFactory<Kind | null, Kind, z.ZodType>,
+  });
+  return stageFactory;
+}
+
+/**
+ * Every stage defined in this process, so a sandboxed stage process can find the factory of the stage
+ * it is asked to run by module and name after importing the module (also for stages a module defines
+ * without exporting them). Global, so that two copies of kiln (one imported by a URL stage) share it.
+ */
+export function registry(): {
+  module: string;
+  name: string;
+  factory: StageFactory<Kind | null, Kind, z.ZodType>;
+}[] {
+  const key = Symbol.for("kiln.stages");
+  const g = globalThis as unknown as Record<symbol, ReturnType<typeof registry>>;
+  return g[key] ??= [];
+}
+
+/** Pipeline names and stage ids: a letter, digit or "_" first, then those or "-" and ".". */
+export function checkName(what: string, name: string): void {
+  if (!/^[A-Za-z0-9_][\w.-]*$/.test(name)) {
+    throw new PipelineError(
+      `${what} "${name}": use letters, digits, "-", "_" or "." only, starting with a letter, digit or "_"`,
+    );
+  }
+}
+
+/**
+ * Validates a stage config: defaults filled in, an unknown field is an error that suggests the nearest
+ * valid name, and a wrong value says what was expected (inside unions too).
+ */
+export function validateConfig(stage: string, schema: z.ZodType, config: unknown): unknown {
+  const unknown = unknownFields(schema, config, []);
+  if (unknown) {
+    const hint = unknown.suggestion ? `; did you mean "${unknown.suggestion}"?` : "";
+    throw new ConfigError(
+      stage,
+      unknown.path,
+      `unknown field${hint} (valid here: ${unknown.valid.join(", ") || "none"})`,
+    );
+  }
+  const parsed = schema.safeParse(config);
+  if (parsed.success) return parsed.data;
+  const issue = deepestIssue(parsed.error.issues);
+  throw new ConfigError(stage, issue.path.map(String), describeIssue(issue, config));
+}
+
+// zod's internal definition, as far as the walk below needs it.
+type Def = {
+  type: string;
+  shape?: Record<string, z.ZodType>;
+  innerType?: z.ZodType;
+  in?: z.ZodType;
+  element?: z.ZodType;
+  options?: z.ZodType[];
+  catchall?: z.ZodType;
+};
+const defOf = (schema: z.ZodType) => (schema as unknown as { _zod: { def: Def } })._zod.def;
+
+interface UnknownField {
+  path: string[];
+  suggestion?: string;
+  valid: string[];
+}
+
+/** The first field of `value` that `schema` does not declare (zod itself drops those silently). */
+function unknownFields(schema: z.ZodType, value: unknown, path: string[]): UnknownField | undefined {
+  const def = defOf(schema);
+  switch (def.type) {
+    case "optional":
+    case "nullable":
+    case "default":
+    case "prefault":
+    case "readonly":
+    case "catch":
+    case "nonoptional":
+      return value === undefined || value === null ? undefined : unknownFields(def.innerType!, value, path);
+    case "pipe":
+      return unknownFields(def.in!, value, path);
+    case "array":
+      if (!Array.isArray(value)) return undefined;
+      for (let i = 0; i < value.length; i++) {
+        const found = unknownFields(def.element!, value[i], [...path, String(i)]);
+        if (found) return found;
+      }
+      return undefined;
+    case "union": {
+      // Fine if any branch accepts every field; otherwise report the branch that comes closest.
+      let best: UnknownField | undefined;
+      const isObject = !!value && typeof value === "object" && !Array.isArray(value);
+      for (const option of def.options!.filter((o) => !isObject || takesObjects(o))) {
+        const found = unknownFields(option, value, path);
+        if (!found) return undefined;
+        if (!best || found.path.length > best.path.length) best = found;
+      }
+      return best;
+    }
+    case "object": {
+      if (!value || typeof value !== "object" || Array.isArray(value)) return undefined;
+      const shape = def.shape!;
+      const valid = Object.keys(shape);
+      for (const [key, v] of Object.entries(value)) {
+        if (key in shape) {
+          const found = unknownFields(shape[key], v, [...path, key]);
+          if (found) return found;
+        } else if (!def.catchall || defOf(def.catchall).type === "never") {
+          return { path: [...path, key], suggestion: nearest(key, valid), valid };
+        }
+      }
+      return undefined;
+    }
+    default:
+      return undefined;
+  }
+}
+
+/** Whether a schema describes an object (with fields), under its wrappers. */
+function takesObjects(schema: z.ZodType): boolean {
+  const def = defOf(schema);
+  if (def.innerType) return takesObjects(def.innerType);
+  if (def.in) return takesObjects(def.in);
+  return ["object", "record", "any", "unknown"].includes(def.type);
+}
+
+/** The valid name closest to `name` (edit distance ≤ a third of its length), if any. */
+function nearest(name: string, valid: string[]): string | undefined {
+  let best: string | undefined;
+  let bestDistance = Math.max(2, Math.floor(name.length / 3)) + 1;
+  for (const candidate of valid) {
+    const d = editDistance(name.toLowerCase(), candidate.toLowerCase());
+    if (d < bestDistance) [best, bestDistance] = [candidate, d];
+  }
+  return best;
+}
+
+function editDistance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const row = [i];
+    for (let j = 1; j <= b.length; j++) {
+      const swap = i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]
+        ? prev[j - 2] ?? 0
+        : Infinity;
+      row[j] = Math.min(prev[j] + 1, row[j - 1] + 1, prev[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1), swap + 1);
+    }
+    prev = row;
+  }
+  return prev[b.length];
+}
+
+type Issue = z.core.$ZodIssue;
+
+/** Inside a union, the issue of the branch that got furthest into the value. */
+function deepestIssue(issues: readonly Issue[]): Issue {
+  let best = issues[0];
+  for (const issue of issues) {
+    if (issue.code === "invalid_union" && issue.errors.length) {
+      for (const branch of issue.errors) {
+        const inner = deepestIssue(branch);
+        const candidate = { ...inner, path: [...issue.path, ...inner.path] } as Issue;
+        if (candidate.path.length > best.path.length || best.code === "invalid_union") best = candidate;
+      }
+    } else if (issue.path.length > best.path.length) best = issue;
+  }
+  return best;
+}
+
+function describeIssue(issue: Issue, config: unknown): string {
+  let value: unknown = config;
+  for (const key of issue.path) value = (value as Record<PropertyKey, unknown> | undefined)?.[key as string];
+  const shown = value === undefined ? "" : ` (got ${JSON.stringify(value)?.slice(0, 60)})`;
+  if (issue.code === "invalid_type") {
+    return `expected ${issue.expected}${value === undefined ? ", got nothing" : shown}`;
+  }
+  return issue.message + shown;
 }

@@ -95,6 +95,9 @@ export interface PendingFile {
  * `{ outDir, tmpDir }`, which is how shard workers write their files.
  */
 export class OutputWriter {
+  /** The files this writer has committed (relative paths), so a shard's done-marker can list them. */
+  readonly written: string[] = [];
+
   constructor(readonly outDir: string, readonly tmpDir: string) {}
 
   /** Absolute path of an output file (to read back what an earlier attempt wrote). */
@@ -116,8 +119,9 @@ export class OutputWriter {
     return listFiles(this.outDir);
   }
 
-  writeFile(rel: string, data: Uint8Array | ReadableStream<Uint8Array>): Promise<void> {
-    return writeFileAtomic(this.path(rel), data, this.tmpDir);
+  async writeFile(rel: string, data: Uint8Array | ReadableStream<Uint8Array>): Promise<void> {
+    await writeFileAtomic(this.path(rel), data, this.tmpDir);
+    this.written.push(rel);
   }
 
   writeText(rel: string, text: string): Promise<void> {
@@ -137,6 +141,7 @@ export class OutputWriter {
     const file = await Deno.open(tmp, { write: true, create: true, truncate: true });
     const encoder = new TextEncoder();
     let closed = false;
+    const written = this.written;
     const writeAll = async (chunk: Uint8Array) => {
       let written = 0;
       while (written < chunk.length) written += await file.write(chunk.subarray(written));
@@ -150,6 +155,7 @@ export class OutputWriter {
         closed = true;
         await Deno.rename(tmp, final);
         await syncDir(dirname(final));
+        written.push(rel);
       },
       async abort() {
         if (!closed) file.close();
@@ -178,20 +184,57 @@ export class Checkpoint {
     return (await this.doneInfo(id)) !== undefined;
   }
 
-  /** The info recorded with a done-marker, or undefined if the unit is not done. */
+  /**
+   * The info recorded with a done-marker, or undefined if the unit is not done. A damaged marker (cut
+   * short by a crash or a full disk) means "not done": it is removed and the unit is done again.
+   */
   async doneInfo<T = unknown>(id: string): Promise<T | undefined> {
+    const path = this.markerPath(id);
+    let text: string;
     try {
-      return JSON.parse(await Deno.readTextFile(this.markerPath(id))).info as T;
+      text = await Deno.readTextFile(path);
     } catch (e) {
       if (e instanceof Deno.errors.NotFound) return undefined;
       throw e;
     }
+    try {
+      const marker = JSON.parse(text);
+      if (marker?.id === id) return marker.info as T;
+    } catch { /* damaged: fall through */ }
+    await Deno.remove(path).catch(() => {});
+    return undefined;
   }
 
   /** Marks a unit done, with optional JSON info (its stats, its result). Atomic. */
   async markDone(id: string, info: unknown = null): Promise<void> {
     const bytes = new TextEncoder().encode(JSON.stringify({ id, info }));
     await writeFileAtomic(this.markerPath(id), bytes, this.tmpDir);
+  }
+
+  /** Removes a done-marker, so the unit is done again. */
+  async unmark(id: string): Promise<void> {
+    await Deno.remove(this.markerPath(id)).catch((e) => {
+      if (!(e instanceof Deno.errors.NotFound)) throw e;
+    });
+  }
+
+  /** Every done-marker: unit id and info (damaged markers are removed and left out). */
+  async markers(): Promise<{ id: string; info: unknown }[]> {
+    const out: { id: string; info: unknown }[] = [];
+    for (const name of await listFiles(join(this.dir, "done"))) {
+      try {
+        const marker = JSON.parse(await Deno.readTextFile(join(this.dir, "done", name)));
+        if (typeof marker?.id === "string") {
+          out.push({ id: marker.id, info: marker.info });
+          continue;
+        }
+      } catch (e) {
+        if (e instanceof Deno.errors.NotFound) continue;
+        if (!(e instanceof SyntaxError)) throw e;
+      }
+      await Deno.remove(join(this.dir, "done", name)).catch(() => {});
+    }
+    return out;
   }
 
   /** Saves a JSON state blob under `name`, atomically. */

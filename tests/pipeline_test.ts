@@ -144,20 +144,21 @@ Deno.test("connecting stages of mismatched kinds is a type error, and a run-time
   assert.throws(() => source.pipe(upper({})).pipe(upper({})), /already in the pipeline/);
 });
 
+const both = defineStage({
+  name: "both",
+  version: 1,
+  module: import.meta.url,
+  input: "summary",
+  output: "report",
+  uses: { docs: "documents" },
+  schema: z.object({}),
+  async run(ctx) {
+    // The nearest upstream "documents" artifact is upper's, not numbers'.
+    await ctx.out.writeJson("report.json", { docsFrom: ctx.uses.docs.stage, summaryFrom: ctx.input.stage });
+  },
+});
+
 Deno.test("a stage can read named upstream artifacts through `uses`", async () => {
-  const both = defineStage({
-    name: "both",
-    version: 1,
-    module: import.meta.url,
-    input: "summary",
-    output: "report",
-    uses: { docs: "documents" },
-    schema: z.object({}),
-    async run(ctx) {
-      // The nearest upstream "documents" artifact is upper's, not numbers'.
-      await ctx.out.writeJson("report.json", { docsFrom: ctx.uses.docs.stage, summaryFrom: ctx.input.stage });
-    },
-  });
   const result = await fixture(await Deno.makeTempDir()).pipe(both({})).execute({ quiet: true });
   assert.deepEqual(await result.artifacts.both.readJson("report.json"), {
     docsFrom: "upper",
@@ -299,21 +300,22 @@ Deno.test("a stage module served over HTTP plugs in and is cached like any other
   }
 });
 
+const trained = defineStage({
+  name: "trained",
+  version: 1,
+  module: import.meta.url,
+  input: null,
+  output: "model",
+  schema: z.object({}),
+  async run(ctx) {
+    const lines = [0, 1, 2, 3].map((step) => JSON.stringify({ step, loss: 4 - step, lr: 0.001 }));
+    await ctx.out.writeText("metrics.jsonl", lines.join("\n") + "\n");
+    ctx.stats.set("funnel", [{ name: "input", documents: 100 }, { name: "gopher", documents: 60 }]);
+    ctx.stats.set("final_loss", 1);
+  },
+});
+
 Deno.test("the report plots metrics.jsonl and a filter funnel as inline SVG", async () => {
-  const trained = defineStage({
-    name: "trained",
-    version: 1,
-    module: import.meta.url,
-    input: null,
-    output: "model",
-    schema: z.object({}),
-    async run(ctx) {
-      const lines = [0, 1, 2, 3].map((step) => JSON.stringify({ step, loss: 4 - step, lr: 0.001 }));
-      await ctx.out.writeText("metrics.jsonl", lines.join("\n") + "\n");
-      ctx.stats.set("funnel", [{ name: "input", documents: 100 }, { name: "gopher", documents: 60 }]);
-      ctx.stats.set("final_loss", 1);
-    },
-  });
   const workdir = await Deno.makeTempDir();
   const p = pipeline("reported", { workdir }).pipe(trained({}));
   await p.execute({ quiet: true });

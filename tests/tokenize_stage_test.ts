@@ -11,7 +11,7 @@ import { loadTokenizer } from "../tokenizer/load.ts";
 import { readTokenShard } from "../tokenizer/shards.ts";
 import { END_OF_TEXT } from "../tokenizer/tokenizer.ts";
 import type { Artifact } from "../pipeline/artifact.ts";
-import { brownTexts } from "./tokenizer_corpus.ts";
+import { BROWN_DIR, brownTexts } from "./tokenizer_corpus.ts";
 
 const brown = (await brownTexts()).slice(0, 45);
 
@@ -23,6 +23,7 @@ const brownDocs = defineStage({
   input: null,
   output: "documents",
   schema: z.object({ shards: z.number().int().default(3) }),
+  permissions: { read: [BROWN_DIR] },
   async run(ctx) {
     const per = Math.ceil(brown.length / ctx.config.shards);
     for (let s = 0; s < ctx.config.shards; s++) {

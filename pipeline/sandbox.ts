@@ -1,0 +1,274 @@
+/**
+ * Each stage runs in a Deno process of its own whose permission flags are exactly what the stage
+ * needs, whatever the entry point (a pipeline file, the `kiln` command, a Slurm node):
+ *
+ * - read: its own code (the folders of its module graph, and kiln's runtime), its input artifacts,
+ *   its work directory, the files its config names (what its `fingerprint` lists) and what it
+ *   declares in `permissions.read`;
+ * - write: its work directory only (the runner commits the output);
+ * - net: the hosts it declares (and those of URLs its config names); env: `KILN_BACKEND` and what it
+ *   declares; run and ffi: only when declared.
+ *
+ * Worker threads started inside the process (the shard pool) inherit these permissions and no more.
+ * A refused permission ends the stage with a message that names it and how a stage declares it.
+ * Why a process and not a worker with narrowed permissions: Deno's worker permission options are
+ * unstable (a flag every user would have to pass), and a process also isolates crashes and memory.
+ * What it costs is measured in BENCHMARKS.md (about 60 ms a stage).
+ * @module
+ */
+import { dirname, isAbsolute, resolve, sep } from "node:path";
+import { fileURLToPath as fromFileUrl } from "node:url";
+import { InterruptedError, KilnError, PermissionError } from "./errors.ts";
+import type { Permissions, Progress } from "./stage.ts";
+
+/** What the runner sends the stage process. */
+export interface StageJob {
+  /** The stage module's URL as the stage process imports it (a remote one maps to its stored copy). */
+  module: string;
+  name: string;
+  id: string;
+  config: unknown;
+  input?: string;
+  uses: Record<string, string>;
+  dirs: { out: string; state: string; tmp: string };
+  workers: number;
+}
+
+/** A protocol message from the stage process (one JSON line on stdout, after {@linkcode PREFIX}). */
+export type StageMessage =
+  | { type: "progress"; done: number; total?: number; unit?: string; bytes?: number }
+  | { type: "log"; message: string }
+  | { type: "stats"; stats: Record<string, unknown> }
+  | { type: "done"; stats: Record<string, unknown> }
+  | {
+    type: "error";
+    stats: Record<string, unknown>;
+    error: { name: string; message: string; stack?: string; permission?: string };
+  };
+
+/** Marks protocol lines, so anything else a stage prints is passed through as output. */
+export const PREFIX = "\u001ekiln:";
+
+/** What one stage process is allowed. */
+export interface Grant {
+  read: string[];
+  write: string[];
+  net?: string[] | true;
+  env: string[];
+  run: string[];
+  ffi: boolean;
+}
+
+/**
+ * Environment variables every stage may read: kiln's own settings, and one that Deno's `node:fs`
+ * glob (minimatch) reads on first use.
+ */
+export const KILN_ENV = ["KILN_BACKEND", "__MINIMATCH_TESTING_PLATFORM__"];
+
+const RUNTIME = new URL("./", import.meta.url);
+const GLOB_CHARS = /[*?[\]{}]/;
+
+/** A path or glob as a readable location: the glob's fixed leading folder, made absolute. */
+function readRoot(pattern: string): string {
+  const abs = isAbsolute(pattern) ? pattern : resolve(pattern);
+  if (!GLOB_CHARS.test(abs)) return abs;
+  const fixed = abs.slice(0, abs.search(GLOB_CHARS));
+  return fixed.endsWith(sep) ? fixed.slice(0, -1) || sep : dirname(fixed);
+}
+
+/** Paths and URL hosts named anywhere in a fingerprint (`fingerprintFiles` entries and the like). */
+function namedInputs(value: unknown, paths: Set<string>, hosts: Set<string>) {
+  if (typeof value === "string") {
+    if (/^https?:\/\//.test(value)) hosts.add(new URL(value).host);
+    else if (isAbsolute(value)) paths.add(value);
+  } else if (Array.isArray(value)) {
+    for (const v of value) namedInputs(v, paths, hosts);
+  } else if (value && typeof value === "object") {
+    for (const v of Object.values(value)) namedInputs(v, paths, hosts);
+  }
+}
+
+/** Drops paths inside other paths of the list (a folder's grant covers what is under it). */
+function minimal(paths: Iterable<string>): string[] {
+  const sorted = [...new Set(paths)].sort();
+  return sorted.filter((p) => !sorted.some((q) => q !== p && (p.startsWith(q + sep) || q === sep)));
+}
+
+/** The grant of a stage, from what it reads and declares. */
+export function stageGrant(opts: {
+  permissions: Permissions;
+  codeFiles: string[];
+  /** The import map of its stored remote modules, if any. */
+  importMap?: string;
+  inputs: string[];
+  workDir: string;
+  /** The stage's fingerprint (files its config names). */
+  external: unknown;
+  /** Extra programs the executor needs (Slurm's commands). */
+  run?: string[];
+}): Grant {
+  const paths = new Set<string>();
+  const hosts = new Set<string>();
+  namedInputs(opts.external, paths, hosts);
+  const p = opts.permissions;
+  for (const pattern of p.read ?? []) paths.add(readRoot(pattern));
+  for (const file of opts.codeFiles) paths.add(dirname(file));
+  if (RUNTIME.protocol === "file:") paths.add(fromFileUrl(RUNTIME).replace(/\/$/, ""));
+  if (opts.importMap) paths.add(dirname(opts.importMap));
+  for (const dir of opts.inputs) paths.add(resolve(dir));
+  paths.add(resolve(opts.workDir));
+  let net: Grant["net"];
+  if (p.net === true) net = true;
+  else {
+    for (const host of p.net ?? []) hosts.add(host);
+    if (hosts.size) net = [...hosts].sort();
+  }
+  return {
+    read: minimal(paths),
+    write: [resolve(opts.workDir)],
+    net,
+    env: [...new Set([...KILN_ENV, ...p.env ?? []])].sort(),
+    run: [...new Set([...p.run ?? [], ...opts.run ?? []])].sort(),
+    ffi: p.ffi ?? false,
+  };
+}
+
+/** The Deno flags of a grant. */
+export function grantFlags(grant: Grant): string[] {
+  const list = (flag: string, items: string[]) => {
+    const bad = items.find((i) => i.includes(","));
+    if (bad) {
+      throw new KilnError(`cannot grant ${flag} for "${bad}": Deno's permission lists cannot hold a comma`);
+    }
+    return `${flag}=${items.join(",")}`;
+  };
+  const flags = [list("--allow-read", grant.read), list("--allow-write", grant.write)];
+  if (grant.net === true) flags.push("--allow-net");
+  else if (grant.net?.length) flags.push(list("--allow-net", grant.net));
+  if (grant.env.length) flags.push(list("--allow-env", grant.env));
+  if (grant.run.length) flags.push(list("--allow-run", grant.run));
+  if (grant.ffi) flags.push("--allow-ffi");
+  return flags;
+}
+
+/** How a refused permission is granted to a stage, for the error message. */
+function howToGrant(kind: string): string {
+  switch (kind) {
+    case "read":
+      return "a stage reads its inputs, its code and the files its config names (its fingerprint); " +
+        "declare other paths with `permissions: { read: [...] }` in defineStage";
+    case "write":
+      return "a stage writes only through ctx.out and ctx.checkpoint (its work directory)";
+    case "net":
+      return 'declare the hosts with `permissions: { net: ["host"] }` in defineStage';
+    case "env":
+      return 'declare the variables with `permissions: { env: ["NAME"] }` in defineStage';
+    case "run":
+      return 'declare the programs with `permissions: { run: ["program"] }` in defineStage';
+    default:
+      return `declare it in defineStage's \`permissions\``;
+  }
+}
+
+/** Callbacks of {@linkcode runStageProcess}. */
+export interface StageProcessHooks {
+  signal: AbortSignal;
+  progress(p: Progress): void;
+  log(message: string): void;
+}
+
+/**
+ * Runs a stage in its own process under `grant` and resolves with its stats; rejects with the
+ * stage's error (kiln errors keep their one-line form), a {@linkcode PermissionError} naming what
+ * was refused, or {@linkcode InterruptedError}.
+ */
+export async function runStageProcess(
+  job: StageJob,
+  grant: Grant,
+  importMap: string | undefined,
+  hooks: StageProcessHooks,
+): Promise<Record<string, unknown>> {
+  const args = ["run", "--quiet", "--no-prompt", "--no-lock", "--no-config", ...grantFlags(grant)];
+  if (importMap) args.push(`--import-map=${importMap}`);
+  args.push(new URL("./stage_process.ts", import.meta.url).href);
+  const child = new Deno.Command(Deno.execPath(), {
+    args,
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  // The job goes as one line; stdin stays open, and its end tells the stage process that the runner
+  // is gone (kill -9), so it stops instead of writing on behind a new run's back.
+  const stdin = child.stdin.getWriter();
+  await stdin.write(new TextEncoder().encode(JSON.stringify(job) + "\n"));
+  const stop = () => {
+    try {
+      child.kill("SIGTERM");
+    } catch { /* already gone */ }
+  };
+  hooks.signal.addEventListener("abort", stop, { once: true });
+  let last: StageMessage | undefined;
+  let stats: Record<string, unknown> = {};
+  try {
+    let buffer = "";
+    const decoder = new TextDecoder();
+    const handle = (line: string) => {
+      if (!line.startsWith(PREFIX)) {
+        if (line) console.error(line);
+        return;
+      }
+      const message = JSON.parse(line.slice(PREFIX.length)) as StageMessage;
+      if (message.type === "progress") {
+        const { type: _, ...p } = message;
+        hooks.progress(p);
+      } else if (message.type === "log") hooks.log(message.message);
+      else {
+        last = message;
+        stats = message.stats;
+      }
+    };
+    for await (const chunk of child.stdout) {
+      buffer += decoder.decode(chunk, { stream: true });
+      let nl;
+      while ((nl = buffer.indexOf("\n")) >= 0) {
+        handle(buffer.slice(0, nl));
+        buffer = buffer.slice(nl + 1);
+      }
+    }
+    if (buffer) handle(buffer);
+    const status = await child.status;
+    if (last?.type === "done" && status.code === 0) return stats;
+    if (hooks.signal.aborted || last?.type === "error" && last.error.name === "InterruptedError") {
+      throw new InterruptedError("interrupted");
+    }
+    if (last?.type === "error") {
+      const { name, message, stack, permission } = last.error;
+      if (permission) {
+        const kind = permission.match(/Requires (\w+) access/)?.[1] ?? "";
+        const what = permission.split("\n")[0].replace(/, run again with.*$/, "").replace(/^.*Requires /, "");
+        throw Object.assign(
+          new PermissionError(`stage "${job.id}" was refused ${what}: ${howToGrant(kind)}`),
+          { stats },
+        );
+      }
+      const err =
+        ["KilnError", "ConfigError", "DataError", "PipelineError", "ArtifactError", "PermissionError"]
+            .includes(name)
+          ? new KilnError(message)
+          : Object.assign(new Error(message), { stack: `${name}: ${message}\n${stack ?? ""}` });
+      throw Object.assign(err, { stats });
+    }
+    throw Object.assign(
+      new KilnError(
+        `stage "${job.id}": its process ended with ${status.signal ?? `exit code ${status.code}`}`,
+      ),
+      { stats },
+    );
+  } finally {
+    hooks.signal.removeEventListener("abort", stop);
+    await stdin.close().catch(() => {});
+    try {
+      child.kill("SIGKILL");
+    } catch { /* already gone */ }
+  }
+}
