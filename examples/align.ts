@@ -4,10 +4,10 @@
  * model is trained on ranked answers, and PPO tunes the SFT model against the reward model. Every
  * answer can be checked by a program (`stages/sft/task.ts`), so the run measures what each step did:
  * the checker's pass rate and the reward on held-out prompts before and after PPO, and the reward,
- * the KL to the SFT model and β per PPO iteration (`.kiln/report.html`).
+ * the KL to the SFT model and β per PPO iteration (`.kiln/report-align.html`).
  *
  *   deno run -A examples/align.ts            # run it (again: every stage is cached)
- *   deno run -A examples/align.ts report     # .kiln/report.html: every stage's stats and curves
+ *   deno run -A examples/align.ts report     # .kiln/report-align.html: every stage's stats and curves
  *
  * The task is the `count` problems (`How many letters are in "fbhe"?` → `4`), words of 1–6 letters
  * from `a`–`h`. The data is made here from one seeded pool of distinct problems, split so that no

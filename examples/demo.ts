@@ -20,7 +20,8 @@ const model = { layers: 1, dim: 32, heads: 2, context: 48 };
 // trains on a GPU where there is one.
 const backend = "cpu";
 
-await pipeline("demo", { workdir: ".kiln" })
+/** The demo pipeline as a value: `deno run` runs it as a CLI; tests run it in a workdir of their own. */
+export const demo = pipeline("demo", { workdir: ".kiln" })
   .pipe(crawl({ warc: [data("*.warc.gz")] }))
   .pipe(dedupe({}))
   .pipe(qualityFilter({ gopherRepetition: false }))
@@ -49,5 +50,6 @@ await pipeline("demo", { workdir: ".kiln" })
       maxResponse: 8,
       backend,
     }),
-  )
-  .run();
+  );
+
+if (import.meta.main) await demo.run();

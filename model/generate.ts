@@ -1,6 +1,7 @@
 /**
  * Text generation from a {@linkcode GPT}: greedy, temperature, top-k and top-p sampling for a batch of
- * prompts decoded together, and beam search, with a key/value cache, on either backend.
+ * prompts decoded together, with a key/value cache, on either backend; `beams > 1` hands over to
+ * {@linkcode beamSearch} (./beam.ts), which follows Hugging Face's beam search.
  *
  * {@linkcode generateBatch} runs all prompts through the model in one forward (right-padded to the
  * longest: attention is causal, so a row's real tokens never see its padding), then decodes every
@@ -10,8 +11,7 @@
  * Sampling stays on the device: each step's tokens are drawn by the backend's sampling op and fed
  * straight into the next step's embedding, and the tokens (with their log-probabilities, which PPO
  * needs) are read back in chunks of `chunk` steps, so a GPU is not stalled once per token; generation
- * ends at the first chunk boundary where every row has finished. Beam search reads the
- * log-probabilities back every step (it must rank every beam's continuations).
+ * ends at the first chunk boundary where every row has finished.
  *
  * The cache keeps every position's q/k/v projections per layer, so a new token costs one row of
  * each matmul, and attention is the backend's single-query `attentionDecode` over each row's own
@@ -31,7 +31,7 @@
  * const rows = await generateBatch(model, [[1, 2, 3], [4, 5]], options);
  * console.log(rows[1].ids, rows[1].logprobs, rows[1].finish);
  * const greedy = await generate(model, [1, 2, 3], { maxTokens: 10, temperature: 0, stop: [0] });
- * const beam = await generate(model, [1, 2, 3], { maxTokens: 10, beams: 4 });
+ * const beam = await generate(model, [1, 2, 3], { maxTokens: 10, beams: 4, stop: [0], earlyStopping: false });
  * ```
  * @module
  */
@@ -39,6 +39,7 @@ import type { Tensor } from "../kernels/backend.ts";
 import { KilnError } from "../pipeline/errors.ts";
 import type { GPT } from "./gpt.ts";
 import type { Rng } from "./rng.ts";
+import { beamSearch, type EarlyStopping } from "./beam.ts";
 
 /** Options of {@linkcode generateBatch} and {@linkcode generate}. */
 export interface GenerateOptions {
@@ -51,12 +52,15 @@ export interface GenerateOptions {
   /** Sample among the most likely tokens covering probability p (1: all). */
   topP?: number;
   /**
-   * Beam search with this many beams (deterministic; temperature/topK/topP are ignored). Its beams
-   * are the batch, so several prompts are searched one after the other.
+   * Beam search with this many beams (Hugging Face's `num_beams`; deterministic, temperature/topK/topP
+   * are ignored); see ./beam.ts. Its beams are the batch, so several prompts are searched one after
+   * the other.
    */
   beams?: number;
-  /** Beam search ranks finished hypotheses by log-probability / length^lengthPenalty. Default 1. */
+  /** Beam search ranks hypotheses by sum of log-probs / generated length^lengthPenalty. Default 1. */
   lengthPenalty?: number;
+  /** When beam search stops (Hugging Face's `early_stopping`: true, false or "never"). Default false. */
+  earlyStopping?: EarlyStopping;
   /** A row ends after any of these tokens (it is included in the output). */
   stop?: number[];
   /**
@@ -77,6 +81,8 @@ export interface Generation {
   logprobs: number[];
   /** "stop": it ended with a stop token (the last of `ids`); "length": `maxTokens` or the context. */
   finish: "stop" | "length";
+  /** Beam search only: the hypothesis's sum of log-probs / length^lengthPenalty (HF's `sequences_scores`). */
+  score?: number;
 }
 
 /**
@@ -84,7 +90,7 @@ export interface Generation {
  * buffers big enough for the prefill (every prompt position at once) or a decode step (one
  * position per row).
  */
-class Decoder {
+export class Decoder {
   private readonly owned: Tensor[] = [];
   /** Positions a cache row holds: the longest prompt plus the new tokens, at most the context. */
   readonly span: number;
@@ -229,7 +235,8 @@ class Decoder {
       bk.matmul(this.x, this.atty, w.attprojw, { m, n: C, k: C, bias: w.attprojb, accumulate: true });
       bk.layernormForward(this.ln, this.mean, this.rstd, this.x, w.ln2w, w.ln2b, { rows: m, C });
       bk.matmul(this.fch, this.ln, w.fcw, { m, n: 4 * C, k: C, bias: w.fcb });
-      bk.geluForward(this.fch, this.fch);
+      const live = bk.view(this.fch, 0, m * 4 * C); // the m rows in use, not the prefill-sized buffer
+      bk.geluForward(live, live);
       bk.matmul(this.x, this.fch, w.fcprojw, { m, n: C, k: 4 * C, bias: w.fcprojb, accumulate: true });
     }
   }
@@ -263,7 +270,7 @@ class Decoder {
 }
 
 /** Throws a {@linkcode KilnError} naming the first prompt or option that cannot be generated from. */
-function checkInputs(model: GPT, prompts: number[][], o: GenerateOptions): void {
+export function checkInputs(model: GPT, prompts: number[][], o: GenerateOptions): void {
   const { vocab, context } = model.config;
   prompts.forEach((prompt, i) => {
     const which = prompts.length > 1 ? `prompt ${i}` : "the prompt";
@@ -289,6 +296,14 @@ function checkInputs(model: GPT, prompts: number[][], o: GenerateOptions): void 
   check(isCount(o.topK, 0), `topK must be an integer ≥ 0, got ${o.topK}`);
   check(o.topP === undefined || (o.topP > 0 && o.topP <= 1), `topP must be in (0, 1], got ${o.topP}`);
   check(isCount(o.beams, 1), `beams must be an integer ≥ 1, got ${o.beams}`);
+  check(
+    o.lengthPenalty === undefined || Number.isFinite(o.lengthPenalty),
+    `lengthPenalty must be a finite number, got ${o.lengthPenalty}`,
+  );
+  check(
+    o.earlyStopping === undefined || typeof o.earlyStopping === "boolean" || o.earlyStopping === "never",
+    `earlyStopping must be true, false or "never", got ${JSON.stringify(o.earlyStopping)}`,
+  );
   check(isCount(o.chunk, 1), `chunk must be an integer ≥ 1, got ${o.chunk}`);
 }
 
@@ -304,7 +319,9 @@ export async function generateBatch(
   checkInputs(model, prompts, options);
   if ((options.beams ?? 1) > 1) {
     const out: Generation[] = [];
-    for (const prompt of prompts) out.push(await beamSearch(model, prompt, options));
+    for (const prompt of prompts) {
+      out.push(await beamSearch(model, prompt, { ...options, beams: options.beams! }));
+    }
     return out;
   }
   const bk = model.backend;
@@ -367,85 +384,4 @@ export async function generateBatch(
 export async function generate(model: GPT, prompt: number[], options: GenerateOptions): Promise<Generation> {
   const [row] = await generateBatch(model, [prompt], options);
   return row;
-}
-
-interface Hypothesis {
-  ids: number[];
-  logprobs: number[];
-  score: number;
-}
-
-async function beamSearch(model: GPT, prompt: number[], options: GenerateOptions): Promise<Generation> {
-  const bk = model.backend;
-  const { vocab: V, context, dim: C, layers: L } = model.config;
-  const beams = options.beams!;
-  const maxTokens = Math.min(options.maxTokens, context - prompt.length);
-  const stop = new Set(options.stop ?? []);
-  const penalty = options.lengthPenalty ?? 1;
-  const rank = (h: Hypothesis) => h.score / Math.max(1, h.ids.length) ** penalty;
-  if (maxTokens === 0) return { ids: [], logprobs: [], finish: "length" };
-  const decoder = new Decoder(model, [prompt], maxTokens, beams);
-  const scratch = Array.from({ length: L }, () => bk.alloc(beams * decoder.span * 3 * C));
-  const finished: Hypothesis[] = [];
-  // All beams start as the prompt; only the first is live, so the first step does not pick duplicates.
-  let live: Hypothesis[] = Array.from({ length: beams }, (_, b) => ({
-    ids: [],
-    logprobs: [],
-    score: b === 0 ? 0 : -Infinity,
-  }));
-  try {
-    decoder.prefill();
-    for (let step = 0; step < maxTokens; step++) {
-      if (step > 0) decoder.step(step - 1);
-      const [logits] = await bk.download(decoder.logits);
-      const candidates: { beam: number; token: number; logp: number; score: number }[] = [];
-      for (let b = 0; b < beams; b++) {
-        if (live[b].score === -Infinity) continue;
-        const row = logits.subarray(b * V, (b + 1) * V);
-        let max = -Infinity;
-        for (let v = 0; v < V; v++) max = Math.max(max, row[v]);
-        let z = 0;
-        for (let v = 0; v < V; v++) z += Math.exp(row[v] - max);
-        const logZ = max + Math.log(z);
-        // Each beam contributes its own best `beams` continuations (enough to fill every slot).
-        const best = Array.from(row.keys()).sort((a, c) => row[c] - row[a] || a - c).slice(0, beams);
-        for (const token of best) {
-          const logp = row[token] - logZ;
-          candidates.push({ beam: b, token, logp, score: live[b].score + logp });
-        }
-      }
-      candidates.sort((a, c) => c.score - a.score || a.beam - c.beam || a.token - c.token);
-      const next: Hypothesis[] = [];
-      const order: number[] = [];
-      for (const cand of candidates) {
-        const h = live[cand.beam];
-        const hyp = { ids: [...h.ids, cand.token], logprobs: [...h.logprobs, cand.logp], score: cand.score };
-        if (stop.has(cand.token)) finished.push(hyp);
-        else if (next.length < beams) {
-          next.push(hyp);
-          order.push(cand.beam);
-        }
-        if (next.length === beams) break;
-      }
-      // Stop once `beams` hypotheses have finished (Hugging Face's early_stopping=True).
-      if (next.length === 0 || finished.length >= beams) {
-        live = next;
-        break;
-      }
-      while (next.length < beams) {
-        next.push({ ids: [], logprobs: [], score: -Infinity });
-        order.push(order[0] ?? 0);
-      }
-      decoder.copyRows(order, prompt.length + step - 1, scratch);
-      bk.upload(decoder.tokens, next.map((h) => h.ids.at(-1) ?? 0));
-      live = next;
-    }
-    const all = [...finished, ...live.filter((h) => h.score > -Infinity)];
-    const best = all.reduce((a, b) => (rank(b) > rank(a) ? b : a));
-    const finish = stop.has(best.ids.at(-1) ?? -1) ? "stop" : "length";
-    return { ids: best.ids, logprobs: best.logprobs, finish };
-  } finally {
-    decoder.free();
-    for (const t of scratch) bk.free(t);
-  }
 }

@@ -16,9 +16,10 @@ import { KilnError } from "../pipeline/errors.ts";
 import { createBackend } from "../kernels/device.ts";
 import { loadTokenizer } from "../tokenizer/load.ts";
 import { END_OF_TEXT } from "../tokenizer/tokenizer.ts";
-import { loadModelDir } from "./checkpoint.ts";
+import { loadModelDir, readStopTokens } from "./checkpoint.ts";
 import { GPT } from "./gpt.ts";
 import { generateBatch } from "./generate.ts";
+import type { EarlyStopping } from "./beam.ts";
 
 /** Usage text of the command. */
 export const SAMPLE_USAGE = `kiln sample <checkpoint-dir> [options]
@@ -31,13 +32,19 @@ Options:
   --temperature T      0 for greedy decoding (default 0.8)
   --top-k K            sample among the K most likely tokens (default 40; 0: all)
   --top-p P            nucleus sampling: the most likely tokens covering P (default 1)
-  --beams N            beam search with N beams (deterministic)
+  --beams N            beam search with N beams (deterministic; Hugging Face's num_beams)
+  --length-penalty X   beam search ranks by sum of log-probs / length^X (default 1)
+  --early-stopping S   beam search stops: true (once N hypotheses finished), false (when no beam
+                       can do better, HF's heuristic; default) or never
   --seed N             sampling seed (default 1)
   --samples N          samples per prompt (default 1)
   --tokenizer PATH     tokenizer file or name (default: <checkpoint-dir>/tokenizer.json, else gpt2)
   --backend B          auto, webgpu or cpu (default auto)
   --json               one JSON object a line per sample: prompt, sample, completion, ids, finish
-                       (ids: the generated token ids; finish: "stop" at <|endoftext|>, else "length")`;
+                       (ids: the generated token ids; finish: "stop" at a stop token, else "length";
+                       with --beams, score: the hypothesis's normalised log-probability)
+
+Stop tokens: generation_config.json's eos_token_id when the directory has one, else <|endoftext|>.`;
 
 /** A flag's value as a number, which must pass `ok` (`expects` says what it must be). */
 function number(
@@ -56,6 +63,14 @@ function number(
 }
 
 const count = (min: number) => (n: number) => Number.isInteger(n) && n >= min;
+
+/** `--early-stopping`: true, false or never. */
+function earlyStopping(value: string | undefined): EarlyStopping {
+  if (value === undefined || value === "false") return false;
+  if (value === "true") return true;
+  if (value === "never") return "never";
+  throw new KilnError(`kiln sample: --early-stopping expects true, false or never, got "${value}"`);
+}
 
 /**
  * Runs `kiln sample` with the arguments after `sample`; writes the samples to `write` (default
@@ -79,6 +94,8 @@ export async function sampleCommand(
         "top-k": { type: "string" },
         "top-p": { type: "string" },
         beams: { type: "string" },
+        "length-penalty": { type: "string" },
+        "early-stopping": { type: "string" },
         seed: { type: "string" },
         samples: { type: "string" },
         tokenizer: { type: "string" },
@@ -108,6 +125,8 @@ export async function sampleCommand(
     topK: number(values["top-k"], "--top-k", 40, count(0), "an integer ≥ 0"),
     topP: number(values["top-p"], "--top-p", 1, (p) => p > 0 && p <= 1, "a number in (0, 1]"),
     beams: number(values.beams, "--beams", 1, count(1), "an integer ≥ 1"),
+    lengthPenalty: number(values["length-penalty"], "--length-penalty", 1, () => true, "a number"),
+    earlyStopping: earlyStopping(values["early-stopping"]),
     seed: number(values.seed, "--seed", 1, count(0), "an integer ≥ 0"),
   };
   const samples = number(values.samples, "--samples", 1, count(1), "an integer ≥ 1");
@@ -123,6 +142,7 @@ export async function sampleCommand(
     );
   }
   const endOfText = tokenizer.specialTokens[END_OF_TEXT];
+  const stop = (await readStopTokens(dir)) ?? (endOfText === undefined ? [] : [endOfText]);
   const texts = values.prompt ?? [""];
   const prompts = texts.map((text) => (text ? tokenizer.encode(text) : [endOfText ?? 0]));
   const backend = await createBackend({ backend: backendName, log: () => {} });
@@ -130,13 +150,13 @@ export async function sampleCommand(
   try {
     const rows = await generateBatch(model, prompts.flatMap((p) => Array(samples).fill(p)), {
       ...options,
-      stop: endOfText === undefined ? [] : [endOfText],
+      stop,
     });
-    return rows.map(({ ids, finish }, r) => {
+    return rows.map(({ ids, finish, score }, r) => {
       const i = Math.floor(r / samples), j = r % samples;
-      const completion = tokenizer.decode(ids.filter((t) => t !== endOfText));
+      const completion = tokenizer.decode(ids.filter((t) => !stop.includes(t)));
       if (values.json) {
-        write(JSON.stringify({ prompt: texts[i], sample: j + 1, completion, ids, finish }));
+        write(JSON.stringify({ prompt: texts[i], sample: j + 1, completion, ids, finish, score }));
       } else {
         const header = [texts.length > 1 ? `prompt ${i + 1}` : "", samples > 1 ? `sample ${j + 1}` : ""];
         const title = header.filter(Boolean).join(", ");

@@ -25,6 +25,7 @@ import type { Pipeline, StageStatus } from "./pipeline.ts";
 import { formatDuration } from "./progress.ts";
 import type { Kind } from "./stage.ts";
 import { loadPipelineYaml } from "./yaml.ts";
+import { configTable } from "./config_doc.ts";
 import { builtinStage, listBuiltinStages } from "../stages/registry.ts";
 
 const COMMANDS = ["run", "status", "plan", "gc", "report", "stages"] as const;
@@ -41,12 +42,12 @@ const USAGE = `usage: <pipeline.ts> [command] [flags]      (a pipeline file is i
 
 commands:
   run       bring the pipeline up to date: skip cached stages, resume partial ones (default);
-            then write the report (<workdir>/report.html)
+            then write the report (<workdir>/report-<pipeline>.html)
   status    each stage: done, stale, partial or pending, and why it would rerun
   plan      what run would do, without doing it
   gc        remove artifacts and checkpoints that no current key points to
   report    write an HTML report with each stage's stats and plots (--out FILE)
-  stages    list the built-in stages
+  stages    list the built-in stages (--docs: every stage's settings as Markdown, docs/stages.md)
   sample    kiln sample <model-dir> --prompt …   generate text from a checkpoint (--help)
   score     kiln score <reward-model-dir> --prompt … --response …   score responses (--help)
 
@@ -61,7 +62,7 @@ flags:
   --json               machine-readable output (status, plan, gc, run)
   --quiet              no progress lines
   --progress-interval S  seconds between progress lines when not on a terminal (default 10)
-  --out FILE           where report writes its HTML (default <workdir>/report.html)`;
+  --out FILE           where report writes its HTML (default <workdir>/report-<pipeline>.html)`;
 
 /** Runs the CLI; returns the process exit code. */
 export async function main(args: string[], opts: { pipeline?: Pipeline<Kind | null> } = {}): Promise<number> {
@@ -91,6 +92,7 @@ export async function main(args: string[], opts: { pipeline?: Pipeline<Kind | nu
         "progress-interval": { type: "string" },
         out: { type: "string" },
         help: { type: "boolean", short: "h" },
+        docs: { type: "boolean" },
       },
     });
   } catch (e) {
@@ -106,6 +108,10 @@ export async function main(args: string[], opts: { pipeline?: Pipeline<Kind | nu
     ? positionals.shift() as Command
     : "run";
   if (command === "stages") {
+    if (values.docs) {
+      console.log(await stagesReference());
+      return 0;
+    }
     for (const [name, description] of await listBuiltinStages()) {
       console.log(`${name.padEnd(16)} ${description}`);
     }
@@ -221,6 +227,11 @@ function envVar(name: string): string | undefined {
   return Deno.env.get(name);
 }
 
+/** An error the operating system or Deno's permissions raised (one of `Deno.errors`). */
+function isSystemError(e: unknown): boolean {
+  return Object.values(Deno.errors).some((cls) => e instanceof cls) || /\(os error \d+\)/.test(String(e));
+}
+
 function report(e: unknown): number {
   if (e instanceof InterruptedError) {
     console.error(`interrupted: progress is checkpointed; run the same command again to resume`);
@@ -230,7 +241,9 @@ function report(e: unknown): number {
     console.error(`error: ${e.message}`);
     return 75;
   }
-  if (isKilnError(e)) {
+  // kiln's own errors, and what the system refuses (a full disk, a permission the runner lacks), are
+  // expected: one line. Anything else is a bug: its origin follows, for the report.
+  if (isKilnError(e) || isSystemError(e)) {
     console.error(`error: ${(e as Error).message}`);
     return 1;
   }
@@ -242,6 +255,21 @@ function report(e: unknown): number {
     console.error(origin.split("\n").slice(err?.cause ? 0 : 1).map((l) => "  " + l.trim()).join("\n"));
   }
   return 1;
+}
+
+/** The reference of every built-in stage's settings (`docs/stages.md` is this, generated). */
+export async function stagesReference(): Promise<string> {
+  const parts = [
+    "# Stage settings",
+    "",
+    "Generated from each stage's schema by `deno task kiln stages --docs > docs/stages.md`; a test keeps it",
+    "current. A field that a stage does not know is an error that suggests the nearest valid name.",
+  ];
+  for (const [name] of await listBuiltinStages()) {
+    const factory = (await builtinStage(name))!;
+    parts.push("", `## ${name}`, "", factory.description, "", configTable(factory.schema));
+  }
+  return parts.join("\n");
 }
 
 function printStatus(p: Pipeline<Kind | null>, statuses: StageStatus[], command: "status" | "plan") {

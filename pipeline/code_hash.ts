@@ -148,28 +148,36 @@ async function readRemote(url: string, store?: ModuleStore): Promise<string> {
  * `store`'s last copy when the host cannot be reached).
  */
 export async function moduleGraph(moduleUrl: string, store?: ModuleStore): Promise<ModuleGraph> {
-  const seen = new Set<string>();
   const hash = createHash("sha256");
   const graph: ModuleGraph = { digest: "", files: [], remote: new Map() };
-  const visit = async (url: string) => {
-    if (seen.has(url) || url.startsWith(RUNTIME_DIR)) return;
-    seen.add(url);
-    let source: string;
-    if (url.startsWith("file:")) {
-      source = await Deno.readTextFile(new URL(url));
-      graph.files.push(fromFileUrl(url));
-    } else {
-      source = await readRemote(url, store);
-      graph.remote.set(url, source);
+  const sources = new Map<string, string>();
+  const seen = new Set<string>(); // "h:" + url when visited as part of the code, "r:" + url via the runtime
+  // kiln's runtime, and what it imports, is part of the graph (the stage's process loads it, and a remote
+  // copy of kiln must be stored like any remote module) but not of the digest: a module counts in the
+  // digest when the stage reaches it without passing through the runtime.
+  const visit = async (url: string, viaRuntime: boolean) => {
+    const hashed = !viaRuntime && !url.startsWith(RUNTIME_DIR);
+    if (seen.has(`${hashed ? "h" : "r"}:${url}`)) return;
+    seen.add(`${hashed ? "h" : "r"}:${url}`);
+    let source = sources.get(url);
+    if (source === undefined) {
+      if (url.startsWith("file:")) {
+        source = await Deno.readTextFile(new URL(url));
+        graph.files.push(fromFileUrl(url));
+      } else {
+        source = await readRemote(url, store);
+        graph.remote.set(url, source);
+      }
+      sources.set(url, source);
     }
-    hash.update(`${url.startsWith("file:") ? "" : url}\0${source}\0`);
+    if (hashed) hash.update(`${url.startsWith("file:") ? "" : url}\0${source}\0`);
     for (const spec of importSpecifiers(source)) {
-      if (spec.startsWith(".") || spec.startsWith("/")) await visit(new URL(spec, url).href);
-      else if (/^(https?|file):/.test(spec)) await visit(spec);
-      else hash.update(`dep:${spec}\0`);
+      if (spec.startsWith(".") || spec.startsWith("/")) await visit(new URL(spec, url).href, !hashed);
+      else if (/^(https?|file):/.test(spec)) await visit(spec, !hashed);
+      else if (hashed) hash.update(`dep:${spec}\0`);
     }
   };
-  await visit(moduleUrl);
+  await visit(moduleUrl, false);
   graph.digest = hash.digest("hex");
   return graph;
 }

@@ -30,7 +30,7 @@ import { Journal } from "./journal.ts";
 import { cacheKey, explainChange, type KeyParts } from "./keys.ts";
 import { lockWorkdir } from "./lock.ts";
 import { formatDuration, ProgressReporter } from "./progress.ts";
-import { renderReport } from "./report.ts";
+import { renderReport, reportFileName } from "./report.ts";
 import { checkName, type Kind, type Progress, type Stage } from "./stage.ts";
 import { listFiles, writeFileAtomic } from "./workspace.ts";
 
@@ -45,7 +45,7 @@ export interface PipelineOptions {
 /** What to do, as the CLI flags say it. */
 export interface ExecuteOptions {
   command?: "run" | "status" | "plan" | "gc" | "report";
-  /** Where `report` writes its HTML (default `<workdir>/report.html`). */
+  /** Where `report` writes its HTML (default `<workdir>/report-<pipeline>.html`). */
   out?: string;
   /** Run this stage and the ones after it (the ones before must be built). */
   from?: string;
@@ -86,6 +86,8 @@ export interface StageStatus {
   checkpoints?: number;
   /** The Deno permission flags the stage's process gets (see `sandbox.ts`), once its inputs exist. */
   grant?: string[];
+  /** The digest of the stage's code (`sha256-…`), what `Stage.pin` and YAML's `integrity` take. */
+  code?: string;
 }
 
 /** The outcome of one stage in a run. */
@@ -294,6 +296,12 @@ class Runner {
     }
     this.#graphs.set(stage.id, graph);
     const code = graph.digest;
+    if (stage.integrity && stage.integrity !== `sha256-${code}`) {
+      throw new PipelineError(
+        `stage "${stage.id}": the code of ${stage.module} (and what it imports) does not match its pinned ` +
+          `integrity: expected ${stage.integrity}, got sha256-${code}`,
+      );
+    }
     const parts: KeyParts = {
       name: stage.name,
       version: stage.version,
@@ -388,6 +396,7 @@ class Runner {
       const key = cacheKey(parts);
       status.key = key;
       status.grant = grantFlags(this.#grant(i, key));
+      status.code = `sha256-${parts.code}`;
       const { artifact, damaged } = await this.#committed(stage.id, key);
       if (artifact) {
         this.#artifacts.set(stage.id, artifact);
@@ -651,7 +660,7 @@ class Runner {
   async report(): Promise<{ path: string }> {
     const statuses = await this.inspect();
     const html = await renderReport(this.pipeline.name, statuses, Object.fromEntries(this.#artifacts));
-    const path = this.opts.out ?? join(this.workdir, "report.html");
+    const path = this.opts.out ?? join(this.workdir, reportFileName(this.pipeline.name));
     await writeFileAtomic(path, new TextEncoder().encode(html));
     return { path };
   }

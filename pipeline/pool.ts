@@ -7,7 +7,7 @@
  * @module
  */
 import { createHash } from "node:crypto";
-import { Checkpoint, OutputWriter } from "./workspace.ts";
+import { type Checkpoint, OutputWriter } from "./workspace.ts";
 import { InterruptedError, isKilnError, KilnError } from "./errors.ts";
 
 /** What a shard's done-marker records: its result, and the size and SHA-256 of each file it wrote. */

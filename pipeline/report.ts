@@ -2,14 +2,30 @@
  * The run report: one self-contained HTML file with each stage's state, stats and plots, drawn as
  * inline SVG (no scripts, no network), so it opens anywhere, including as a CI artifact.
  *
- * What gets plotted, by convention:
+ * What gets drawn, by convention (any stage that follows it gets the same treatment):
  * - `metrics.jsonl` in a stage's artifact (one JSON object a line, with `step` or `iteration`): one
  *   line chart per numeric field (loss, val_loss, lr, reward, kl…);
- * - a `funnel` stat, `[{ name, documents }]` in order: a bar chart of what each filter kept.
+ * - a `funnel` stat, `[{ name, documents }]` in order: a bar chart of what each filter kept, and
+ *   beside it, from a `filters` stat (`{ <filter>: { documents_in, dropped_documents, reasons } }`),
+ *   each filter's drop reasons with a few of the documents it dropped (short excerpts, read from the
+ *   artifact's `excluded/<filter>/` shards, boundedly), as datatrove's stats and examples give;
+ * - a `dropped` stat (`{ <reason>: { documents, characters } }`, dedupe's exact vs near duplicates)
+ *   and a `clusters` stat (`{ count, largest, sizes }`): what was removed and how duplicates cluster,
+ *   with examples from `excluded/dedupe/`;
+ * - other object stats (MinHash settings, a mixture's proportions…) as flattened tables.
+ *
+ * Each pipeline writes its own file, {@linkcode reportFileName}, so pipelines sharing a workdir do
+ * not overwrite one another's report.
  * @module
  */
 import type { Artifact } from "./artifact.ts";
 import type { StageStatus } from "./pipeline.ts";
+import { EXCLUDED_DIR, isDocumentShard, readDocuments } from "../stages/documents.ts";
+
+/** The report's file name in the workdir for a pipeline (`report-<pipeline>.html`). */
+export function reportFileName(pipeline: string): string {
+  return `report-${pipeline}.html`;
+}
 
 const escape = (s: string) =>
   s.replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" })[c]!);
@@ -76,14 +92,235 @@ async function readMetrics(artifact: Artifact): Promise<Record<string, unknown>[
   return text.split("\n").filter(Boolean).map((line) => JSON.parse(line));
 }
 
-async function stagePlots(artifact: Artifact): Promise<string[]> {
-  const plots: string[] = [];
-  const funnel = artifact.stats.funnel;
+/** An excluded document, as the report shows it. */
+export interface Example {
+  id: string;
+  url?: string;
+  /** The first characters of its text. */
+  excerpt: string;
+  /** Characters of text in all. */
+  characters: number;
+  /** For a duplicate: the id of the document kept instead. */
+  duplicateOf?: string;
+}
+
+/** Options of {@linkcode excludedExamples}. */
+export interface ExampleOptions {
+  /** Examples kept per reason (default 3). */
+  perReason?: number;
+  /** Documents read at most per excluded folder (default 2,000): the report stays fast on big runs. */
+  maxDocuments?: number;
+  /** Characters of text shown (default 280). */
+  excerptChars?: number;
+}
+
+/**
+ * The first few documents each filter dropped, by reason: `{ <folder under excluded/>: { <reason>:
+ * Example[] } }`. The reason is `meta.filter_reason` (quality filter) or `meta.dedupe.reason`
+ * (dedupe), else the folder's name. Reads each folder's shards in order and stops once every
+ * reason has its examples or `maxDocuments` were read.
+ */
+export async function excludedExamples(
+  artifact: Artifact,
+  opts: ExampleOptions = {},
+): Promise<Record<string, Record<string, Example[]>>> {
+  const { perReason = 3, maxDocuments = 2000, excerptChars = 280 } = opts;
+  const folders = new Map<string, string[]>();
+  for (const file of artifact.files()) {
+    if (!file.startsWith(EXCLUDED_DIR) || !isDocumentShard(file)) continue;
+    const folder = file.slice(EXCLUDED_DIR.length).split("/")[0];
+    if (!folders.has(folder)) folders.set(folder, []);
+    folders.get(folder)!.push(file);
+  }
+  const out: Record<string, Record<string, Example[]>> = {};
+  for (const [folder, files] of folders) {
+    const expected = expectedReasons(artifact.stats, folder);
+    const reasons: Record<string, Example[]> = out[folder] = {};
+    const full = () => expected.length > 0 && expected.every((r) => (reasons[r]?.length ?? 0) >= perReason);
+    let read = 0;
+    files: for (const file of files) {
+      for await (const { doc } of readDocuments(artifact.path(file))) {
+        if (++read > maxDocuments || full()) break files;
+        const dedupe = doc.meta?.dedupe as { reason?: string; duplicate_of?: string } | undefined;
+        const reason = String(doc.meta?.filter_reason ?? dedupe?.reason ?? folder);
+        const list = reasons[reason] ??= [];
+        if (list.length >= perReason) continue;
+        const text = doc.text.replace(/\s+/g, " ").trim();
+        list.push({
+          id: doc.id,
+          url: doc.url,
+          excerpt: text.length > excerptChars ? text.slice(0, excerptChars) + "…" : text,
+          characters: doc.text.length,
+          duplicateOf: dedupe?.duplicate_of,
+        });
+      }
+    }
+  }
+  return out;
+}
+
+/** The reasons the stats say a folder's documents were dropped for (to know when to stop reading). */
+function expectedReasons(stats: Record<string, unknown>, folder: string): string[] {
+  const filters = stats.filters as Record<string, { reasons?: Record<string, number> }> | undefined;
+  if (filters?.[folder]?.reasons) return Object.keys(filters[folder].reasons!);
+  const dropped = stats.dropped as Record<string, { documents?: number }> | undefined;
+  if (folder === "dedupe" && dropped) {
+    return Object.entries(dropped).filter(([, d]) => (d.documents ?? 0) > 0).map(([r]) => r);
+  }
+  return [];
+}
+
+const percent = (part: number, whole: number) => whole ? `${(100 * part / whole).toFixed(1)} %` : "";
+
+/** A link for http(s) URLs only (crawled data may hold `javascript:` ones); other URLs as text. */
+function link(url: string | undefined): string {
+  if (!url) return "";
+  return /^https?:\/\//i.test(url) ? ` <a href="${escape(url)}">${escape(url)}</a>` : ` ${escape(url)}`;
+}
+
+function examplesHtml(examples: Example[] | undefined): string {
+  if (!examples?.length) return "";
+  const items = examples.map((e) =>
+    `<li><code>${escape(e.id)}</code>${link(e.url)}${
+      e.duplicateOf ? ` <span class="dim">duplicate of <code>${escape(e.duplicateOf)}</code></span>` : ""
+    } <span class="dim">(${formatNumber(e.characters)} chars)</span><blockquote>${
+      escape(e.excerpt)
+    }</blockquote></li>`
+  );
+  return `<details><summary>${examples.length} example${examples.length > 1 ? "s" : ""}</summary><ul>${
+    items.join("")
+  }</ul></details>`;
+}
+
+type FilterStats = Record<
+  string,
+  {
+    documents_in: number;
+    dropped_documents: number;
+    dropped_characters: number;
+    reasons: Record<string, number>;
+  }
+>;
+
+/** Each filter's drops by reason, with examples: the table beside the funnel. */
+function filtersTable(filters: FilterStats, examples: Record<string, Record<string, Example[]>>): string {
+  const rows: string[] = [];
+  for (const [name, f] of Object.entries(filters)) {
+    rows.push(
+      `<tr class="filter"><th>${escape(name)}</th><td>${formatNumber(f.documents_in)} in</td><td>${
+        formatNumber(f.dropped_documents)
+      } dropped</td><td>${percent(f.dropped_documents, f.documents_in)}</td><td></td></tr>`,
+    );
+    const reasons = Object.entries(f.reasons ?? {}).sort((a, b) => b[1] - a[1]);
+    for (const [reason, n] of reasons) {
+      rows.push(
+        `<tr><td class="reason">${escape(reason)}</td><td></td><td>${formatNumber(n)}</td><td>${
+          percent(n, f.documents_in)
+        }</td><td>${examplesHtml(examples[name]?.[reason])}</td></tr>`,
+      );
+    }
+  }
+  return `<table class="filters"><caption>Why documents were dropped</caption>${rows.join("\n")}</table>`;
+}
+
+type DroppedStats = Record<string, { documents: number; characters: number }>;
+type ClusterStats = {
+  count?: number;
+  documents?: number;
+  largest?: number[];
+  sizes?: Record<string, number>;
+};
+
+/** Dedupe: documents removed as exact, near or reference duplicates, and how clusters are sized. */
+function dedupeHtml(
+  dropped: DroppedStats,
+  clusters: ClusterStats | undefined,
+  documentsIn: number | undefined,
+  examples: Record<string, Example[]> | undefined,
+): string {
+  const rows = Object.entries(dropped).map(([reason, d]) =>
+    `<tr><td class="reason">${escape(reason)}</td><td>${formatNumber(d.documents)}</td><td>${
+      documentsIn ? percent(d.documents, documentsIn) : ""
+    }</td><td>${formatNumber(d.characters)} chars</td><td>${examplesHtml(examples?.[reason])}</td></tr>`
+  );
+  const parts = [
+    `<table class="filters"><caption>Duplicates removed</caption>${rows.join("\n")}</table>`,
+  ];
+  if (clusters?.sizes && Object.keys(clusters.sizes).length) {
+    parts.push(
+      `<figure>${
+        barChart(
+          "duplicate clusters by size (documents)",
+          Object.entries(clusters.sizes).map(([name, value]) => ({ name, value })),
+        )
+      }</figure>`,
+    );
+  }
+  if (clusters?.count !== undefined) {
+    parts.push(
+      `<p>${formatNumber(clusters.count)} clusters of duplicates holding ${
+        formatNumber(clusters.documents ?? 0)
+      } documents${
+        clusters.largest?.length ? `; largest: ${clusters.largest.map(formatNumber).join(", ")}` : ""
+      }.</p>`,
+    );
+  }
+  return parts.join("\n");
+}
+
+/** Object stats shown as `a.b.c = value` rows (arrays of scalars inline, long ones cut). */
+function flatten(value: unknown, prefix: string, out: [string, string][]) {
+  if (Array.isArray(value)) {
+    if (value.every((v) => typeof v !== "object" || v === null)) {
+      const shown = value.slice(0, 12).map((v) => typeof v === "number" ? formatNumber(v) : String(v));
+      out.push([prefix, shown.join(", ") + (value.length > 12 ? `, … (${value.length})` : "")]);
+    } else out.push([prefix, `${value.length} entries`]);
+  } else if (value !== null && typeof value === "object") {
+    for (const [k, v] of Object.entries(value)) flatten(v, prefix ? `${prefix}.${k}` : k, out);
+  } else {
+    out.push([prefix, typeof value === "number" ? formatNumber(value) : String(value)]);
+  }
+}
+
+/** Stats drawn elsewhere in the section, left out of the generic table. */
+const DRAWN = new Set(["funnel", "filters", "dropped", "clusters", "malformed_line_list"]);
+
+async function stageBody(artifact: Artifact): Promise<string> {
+  const stats = artifact.stats;
+  const rows: [string, string][] = [];
+  for (const [k, v] of Object.entries(stats)) {
+    if (!DRAWN.has(k)) flatten(v, k, rows);
+  }
+  const parts: string[] = [];
+  if (rows.length) {
+    parts.push(
+      `<table>${
+        rows.map(([k, v]) => `<tr><th>${escape(k)}</th><td>${escape(v)}</td></tr>`).join("")
+      }</table>`,
+    );
+  }
+  const hasExcluded = artifact.files().some((f) => f.startsWith(EXCLUDED_DIR));
+  const examples = hasExcluded ? await excludedExamples(artifact) : {};
+  const funnel = stats.funnel;
   if (Array.isArray(funnel)) {
-    plots.push(barChart(
+    const chart = barChart(
       "documents kept, step by step",
       funnel.map((f: { name: string; documents: number }) => ({ name: f.name, value: f.documents })),
-    ));
+    );
+    const table = stats.filters && typeof stats.filters === "object"
+      ? filtersTable(stats.filters as FilterStats, examples)
+      : "";
+    parts.push(`<div class="funnel"><figure>${chart}</figure>${table}</div>`);
+  }
+  if (stats.dropped && typeof stats.dropped === "object" && !Array.isArray(stats.dropped)) {
+    parts.push(
+      dedupeHtml(
+        stats.dropped as DroppedStats,
+        stats.clusters as ClusterStats | undefined,
+        typeof stats.documents_in === "number" ? stats.documents_in : undefined,
+        examples.dedupe,
+      ),
+    );
   }
   const metrics = await readMetrics(artifact);
   if (metrics.length) {
@@ -95,10 +332,10 @@ async function stagePlots(artifact: Artifact): Promise<string[]> {
     for (const field of fields) {
       const rows = metrics.filter((m) => typeof m[field] === "number");
       const xs = rows.map((m, i) => (xKey ? Number(m[xKey]) : i));
-      plots.push(lineChart(field, xs, rows.map((m) => m[field] as number)));
+      parts.push(`<figure>${lineChart(field, xs, rows.map((m) => m[field] as number))}</figure>`);
     }
   }
-  return plots;
+  return parts.join("\n");
 }
 
 /** Renders the report of a pipeline's stages (as `status` sees them) and their committed artifacts. */
@@ -110,40 +347,31 @@ export async function renderReport(
   const sections: string[] = [];
   for (const s of statuses) {
     const artifact = artifacts[s.id];
-    const stats = Object.entries(artifact?.stats ?? {}).filter(([, v]) =>
-      typeof v !== "object" || v === null
-    );
-    const table = stats.length
-      ? `<table>${
-        stats.map(([k, v]) =>
-          `<tr><th>${escape(k)}</th><td>${
-            escape(typeof v === "number" ? formatNumber(v) : String(v))
-          }</td></tr>`
-        )
-          .join("")
-      }</table>`
-      : "";
-    const plots = artifact ? await stagePlots(artifact) : [];
+    const body = artifact ? await stageBody(artifact) : "";
     const seconds = artifact ? `, ${(artifact.manifest.durationMs / 1000).toFixed(1)} s` : "";
     sections.push(
       `<section><h2>${escape(s.id)} <small>${escape(s.stage)} → ${
         escape(s.kind)
       } · ${s.state}${seconds}</small></h2>
 ${s.reasons.length ? `<p class="why">${escape(s.reasons.join("; "))}</p>` : ""}
-${table}
-${plots.map((p) => `<figure>${p}</figure>`).join("\n")}
+${body}
 </section>`,
     );
   }
   return `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>kiln report: ${escape(name)}</title>
 <style>
-body { font: 14px/1.4 system-ui, sans-serif; max-width: 980px; margin: 2em auto; color: #222; }
+body { font: 14px/1.4 system-ui, sans-serif; max-width: 1100px; margin: 2em auto; color: #222; }
 h2 small { font-weight: normal; color: #666; font-size: 0.75em; }
-table { border-collapse: collapse; margin: 0.5em 0; } th, td { padding: 2px 10px; text-align: left; }
+table { border-collapse: collapse; margin: 0.5em 0; } th, td { padding: 2px 10px; text-align: left; vertical-align: top; }
 th { font-weight: normal; color: #555; } td { font-variant-numeric: tabular-nums; }
 figure { display: inline-block; margin: 0.5em 1em 0.5em 0; } .why { color: #9a3412; }
 section { border-top: 1px solid #ddd; padding-top: 0.5em; }
+.funnel { display: flex; flex-wrap: wrap; align-items: flex-start; gap: 1em; }
+caption { text-align: left; font-weight: bold; font-size: 12px; padding-bottom: 4px; }
+tr.filter th { font-weight: bold; color: #222; } td.reason { padding-left: 1.5em; }
+.dim { color: #777; } blockquote { margin: 2px 0 8px 0; padding-left: 8px; border-left: 3px solid #ddd; color: #444; }
+details ul { padding-left: 1em; margin: 4px 0; max-width: 560px; } summary { cursor: pointer; color: #c2410c; }
 </style></head><body>
 <h1>kiln report: ${escape(name)}</h1>
 <p>generated ${new Date().toISOString()}</p>

@@ -18,7 +18,24 @@
  */
 import { dirname, isAbsolute, resolve, sep } from "node:path";
 import { fileURLToPath as fromFileUrl } from "node:url";
-import { InterruptedError, KilnError, PermissionError } from "./errors.ts";
+import {
+  ArtifactError,
+  ConfigError,
+  DataError,
+  InterruptedError,
+  KilnError,
+  PermissionError,
+  PipelineError,
+} from "./errors.ts";
+
+const KILN_ERRORS: Record<string, { prototype: KilnError }> = {
+  KilnError,
+  ConfigError,
+  DataError,
+  PipelineError,
+  ArtifactError,
+  PermissionError,
+};
 import type { Permissions, Progress } from "./stage.ts";
 
 /** What the runner sends the stage process. */
@@ -43,7 +60,14 @@ export type StageMessage =
   | {
     type: "error";
     stats: Record<string, unknown>;
-    error: { name: string; message: string; stack?: string; permission?: string };
+    error: {
+      name: string;
+      message: string;
+      stack?: string;
+      permission?: string;
+      /** The error's own fields (a ConfigError's `stage` and `field`, a DataError's `file`). */
+      fields?: Record<string, unknown>;
+    };
   };
 
 /** Marks protocol lines, so anything else a stage prints is passed through as output. */
@@ -142,7 +166,8 @@ export function grantFlags(grant: Grant): string[] {
     }
     return `${flag}=${items.join(",")}`;
   };
-  const flags = [list("--allow-read", grant.read), list("--allow-write", grant.write)];
+  // Free memory, so a stage can refuse a model that does not fit before allocating it.
+  const flags = [list("--allow-read", grant.read), list("--allow-write", grant.write), "--allow-sys=systemMemoryInfo"];
   if (grant.net === true) flags.push("--allow-net");
   else if (grant.net?.length) flags.push(list("--allow-net", grant.net));
   if (grant.env.length) flags.push(list("--allow-env", grant.env));
@@ -242,7 +267,7 @@ export async function runStageProcess(
       throw new InterruptedError("interrupted");
     }
     if (last?.type === "error") {
-      const { name, message, stack, permission } = last.error;
+      const { name, message, stack, permission, fields } = last.error;
       if (permission) {
         const kind = permission.match(/Requires (\w+) access/)?.[1] ?? "";
         const what = permission.split("\n")[0].replace(/, run again with.*$/, "").replace(/^.*Requires /, "");
@@ -251,11 +276,11 @@ export async function runStageProcess(
           { stats },
         );
       }
-      const err =
-        ["KilnError", "ConfigError", "DataError", "PipelineError", "ArtifactError", "PermissionError"]
-            .includes(name)
-          ? new KilnError(message)
-          : Object.assign(new Error(message), { stack: `${name}: ${message}\n${stack ?? ""}` });
+      // kiln's errors keep their class (a ConfigError stays one) and their one-line message.
+      const kilnClass = KILN_ERRORS[name];
+      const err = kilnClass
+        ? Object.assign(Object.setPrototypeOf(new KilnError(message), kilnClass.prototype), fields, { name })
+        : Object.assign(new Error(message), { stack: `${name}: ${message}\n${stack ?? ""}` });
       throw Object.assign(err, { stats });
     }
     throw Object.assign(

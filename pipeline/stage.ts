@@ -159,6 +159,14 @@ export interface Stage<In extends Kind | null = Kind | null, Out extends Kind = 
   readonly id: string;
   /** A copy of this stage with another id (to use one stage twice in a pipeline). */
   as(id: string): Stage<In, Out, C>;
+  /** The code digest this stage is pinned to, if any (see {@linkcode Stage.pin}). */
+  readonly integrity?: string;
+  /**
+   * A copy pinned to a code digest (`sha256-<hex>`, as `kiln plan --json` shows it under `code`): if the
+   * module or anything it imports changes, the run stops with an error naming the module, instead of
+   * running other code. For stages loaded by URL.
+   */
+  pin(integrity: string): Stage<In, Out, C>;
   /** Does the work. */
   run(ctx: StageContext<C, In>): Promise<void>;
 }
@@ -198,7 +206,10 @@ export interface StageFactory<In extends Kind | null, Out extends Kind, S extend
 export function defineStage<In extends Kind | null, Out extends Kind, S extends z.ZodType>(
   def: StageDefinition<In, Out, S>,
 ): StageFactory<In, Out, S> {
-  const make = (config: z.input<S> | undefined, id: string): Stage<In, Out, z.output<S>> => {
+  const make = (config: z.input<S> | undefined, id: string, integrity?: string): Stage<In, Out, z.output<S>> => {
+    if (integrity !== undefined && !/^sha256-[0-9a-f]{64}$/.test(integrity)) {
+      throw new PipelineError(`stage "${id}": integrity "${integrity}" is not of the form sha256-<64 hex digits>`);
+    }
     checkName("stage id", id);
     const value = validateConfig(def.name, def.schema, config ?? {}) as z.output<S>;
     const permissions = typeof def.permissions === "function" ? def.permissions(value) : def.permissions;
@@ -213,7 +224,9 @@ export function defineStage<In extends Kind | null, Out extends Kind, S extends 
       permissions: permissions ?? {},
       fingerprint: async () => def.fingerprint ? await def.fingerprint(value) : null,
       id,
-      as: (newId: string) => make(config, newId),
+      integrity,
+      as: (newId: string) => make(config, newId, integrity),
+      pin: (digest: string) => make(config, id, digest),
       run: def.run,
     });
   };

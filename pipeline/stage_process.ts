@@ -133,6 +133,7 @@ async function main() {
         message: String(err?.message ?? e),
         stack: err?.stack,
         permission,
+        fields: isKilnError(e) ? JSON.parse(JSON.stringify({ ...err })) : undefined,
       },
     });
     Deno.exit(interrupted ? 130 : 1);

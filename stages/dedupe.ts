@@ -110,7 +110,7 @@ export const dedupe = defineStage({
   input: "documents",
   output: "documents",
   schema,
-  permissions: { read: true, write: true },
+  permissions: (config) => ({ read: config.against }),
   description: "Exact and MinHash near-duplicate removal (datatrove defaults), resumable per shard",
   fingerprint: async (config) =>
     config.against.length ? await fingerprintFiles(config.against.map((d) => `${d}/manifest.json`)) : null,
@@ -364,7 +364,19 @@ async function clusters(
       count: ownSizes.length,
       documents: ownSizes.reduce((a, b) => a + b, 0),
       largest: ownSizes.slice(0, 10),
+      sizes: sizeHistogram(ownSizes),
       touching_other_datasets: [...sizes.keys()].filter((root) => root < external).length,
     },
   };
+}
+
+/** Clusters by size in powers of two (`{"2": 40, "3-4": 7, "5-8": 1}`): how duplication is spread. */
+export function sizeHistogram(sizes: number[]): Record<string, number> {
+  const bins = new Map<number, number>();
+  for (const size of sizes) {
+    const bin = Math.ceil(Math.log2(size));
+    bins.set(bin, (bins.get(bin) ?? 0) + 1);
+  }
+  const label = (bin: number) => bin <= 1 ? String(2 ** bin) : `${2 ** (bin - 1) + 1}-${2 ** bin}`;
+  return Object.fromEntries([...bins].sort(([a], [b]) => a - b).map(([bin, n]) => [label(bin), n]));
 }

@@ -29,9 +29,11 @@
  * `ptxLoss` (pretraining loss of the ptx batches), `clipFraction`, `valueClipFraction`, `approxKl`,
  * `entropy` (nats per response token), `responseLength`, `truncated` (fraction cut at `maxResponse`
  * without a stop token; `missingEndPenalty` lowers their scores), `rolloutPassRate` (the checker on
- * the samples, when prompts are checkable; `passRate` is the held-out one), `return`, `value`,
- * `samples` (a few prompts with their responses and scores) and `time` (ms spent generating, scoring
- * and training: the only fields that differ between otherwise identical runs).
+ * the samples, when prompts are checkable; `passRate` is the held-out one), `return`, `value` and
+ * `samples` (a few prompts with their responses and scores). Wall-clock figures stay out of the
+ * artifact, so the same inputs give the same bytes: each iteration's ms spent generating, scoring and
+ * training are in its log line, and their totals over the iterations this attempt ran are the
+ * `generateMs`, `scoreMs` and `trainMs` stats.
  *
  * Exact resume: every `checkpointEvery` iterations (and on SIGINT/SIGTERM) the policy, the value model,
  * both optimizers, the RNG, the KL controller, the prompt and ptx cursors and the metrics so far are
@@ -52,7 +54,7 @@ import { defineStage } from "../pipeline/stage.ts";
 import { fingerprintFiles } from "../pipeline/files.ts";
 import { DataError, InterruptedError, KilnError } from "../pipeline/errors.ts";
 import { createBackend } from "../kernels/device.ts";
-import { serializeConfig, serializeModel } from "../model/checkpoint.ts";
+import { modelDirFiles, specialTokenIds } from "../model/checkpoint.ts";
 import { type LoaderCursor, TokenLoader } from "../model/data.ts";
 import { generateBatch } from "../model/generate.ts";
 import { Rng } from "../model/rng.ts";
@@ -202,7 +204,6 @@ export interface PpoMetrics {
   return: number;
   value: number;
   samples: { prompt: string; response: string; reward: number }[];
-  time: { generate: number; score: number; train: number };
 }
 
 /** A line of `metrics.jsonl`: an iteration's, or a held-out evaluation's. */
@@ -248,7 +249,6 @@ export const ppo = defineStage({
   output: "model",
   uses: { policy: "model", tokens: "tokens" },
   schema,
-  permissions: { read: true, write: true },
   fingerprint: (config) =>
     fingerprintFiles([config.prompts, ...(config.eval.prompts ? [config.eval.prompts] : [])]),
   description:
@@ -437,6 +437,7 @@ export const ppo = defineStage({
 
     try {
       if (iteration === 0) await evaluate();
+      const time = { generate: 0, score: 0, train: 0 };
       while (iteration < cfg.iterations) {
         // 1. Rollouts: sample a response to each prompt of the batch.
         let start = performance.now();
@@ -567,13 +568,11 @@ export const ppo = defineStage({
             response: template.answerText(Array.from(responses[i])),
             reward: rawScores[i],
           })),
-          time: {
-            generate: Math.round(timeGenerate),
-            score: Math.round(timeScore),
-            train: Math.round(timeTrain),
-          },
         };
         metrics.push(line);
+        time.generate += timeGenerate;
+        time.score += timeScore;
+        time.train += timeTrain;
         ctx.stats.set("rolloutReward", line.reward);
         ctx.stats.set("kl", line.kl);
         ctx.stats.set("beta", betaUsed);
@@ -588,6 +587,8 @@ export const ppo = defineStage({
               line.responseLength.toFixed(1)
             } cut ${line.truncated.toFixed(2)}${
               line.rolloutPassRate === undefined ? "" : ` pass ${line.rolloutPassRate.toFixed(2)}`
+            }; ms generate ${Math.round(timeGenerate)} score ${Math.round(timeScore)} train ${
+              Math.round(timeTrain)
             }`,
         );
         if (iteration === cfg.iterations || (cfg.eval.every > 0 && iteration % cfg.eval.every === 0)) {
@@ -604,8 +605,8 @@ export const ppo = defineStage({
       }
 
       const { params } = await policy.state();
-      await ctx.out.writeFile("model.safetensors", serializeModel(layout, params));
-      await ctx.out.writeFile("config.json", serializeConfig(config));
+      const files = modelDirFiles(layout, params, specialTokenIds(tokenizer, template.stopIds()));
+      for (const [name, bytes] of Object.entries(files)) await ctx.out.writeFile(name, bytes);
       await ctx.out.writeText("metrics.jsonl", metrics.map((m) => JSON.stringify(m)).join("\n") + "\n");
       if (samples.length) {
         await ctx.out.writeText("samples.jsonl", samples.map((m) => JSON.stringify(m)).join("\n") + "\n");
@@ -621,6 +622,7 @@ export const ppo = defineStage({
       }
       ctx.stats.set("iterations", iteration);
       ctx.stats.set("episodes", iteration * cfg.batch);
+      for (const [name, ms] of Object.entries(time)) ctx.stats.set(`${name}Ms`, Math.round(ms));
       ctx.stats.set("backend", backend.name);
       ctx.stats.set("precision", cfg.precision);
     } finally {

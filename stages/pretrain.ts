@@ -5,8 +5,12 @@
  * The artifact is a Hugging Face GPT-2 model directory plus the training record:
  * - `model.safetensors`, `config.json`: the weights (HF tensor names) and architecture;
  * - `tokenizer.json`: copied from the tokens artifact, so the directory is all `kiln sample` needs;
- * - `metrics.jsonl`: one line per logged step `{step, loss, lr, gradNorm, tokensPerSec, msPerStep}`,
- *   plus `{step, valLoss}` after each evaluation and `{step, sample}` after each sample generation.
+ * - `metrics.jsonl`: one line per logged step `{step, loss, lr, gradNorm}`, plus `{step, valLoss}` after
+ *   each evaluation and `{step, sample}` after each sample generation.
+ *
+ * Wall-clock figures stay out of the artifact, so that the same inputs give the same bytes and the
+ * stages downstream stay cached: ms/step and tokens/s are in the log lines (and the run's journal),
+ * and their means over the steps this attempt ran are the `msPerStep` and `tokensPerSec` stats.
  *
  * Every `checkpointEvery` steps (and on SIGINT/SIGTERM) the weights, AdamW moments, step, data
  * cursor and sampling RNG are checkpointed; a rerun resumes from there and, on the CPU backend,
@@ -34,8 +38,9 @@ import {
   precisionOption,
 } from "../model/train_options.ts";
 import { basename } from "node:path";
-import { defineStage } from "../pipeline/stage.ts";
+import { defineStage, localPaths } from "../pipeline/stage.ts";
 import { DataError, InterruptedError, KilnError } from "../pipeline/errors.ts";
+import { checkModelFits } from "../model/config.ts";
 import { loadTokenizer } from "../tokenizer/load.ts";
 import { END_OF_TEXT, type Tokenizer } from "../tokenizer/tokenizer.ts";
 import { createBackend } from "../kernels/device.ts";
@@ -45,8 +50,8 @@ import {
   loadModelDir,
   loadTrainCheckpoint,
   saveTrainCheckpoint,
-  serializeConfig,
-  serializeModel,
+  modelDirFiles,
+  specialTokenIds,
 } from "../model/checkpoint.ts";
 import { type LoaderCursor, TokenLoader } from "../model/data.ts";
 import { learningRate } from "../model/schedule.ts";
@@ -99,7 +104,7 @@ export type PretrainConfig = z.output<typeof schema>;
 
 /** One line of `metrics.jsonl`. */
 export type MetricsLine =
-  | { step: number; loss: number; lr: number; gradNorm: number; tokensPerSec: number; msPerStep: number }
+  | { step: number; loss: number; lr: number; gradNorm: number }
   | { step: number; valLoss: number }
   | { step: number; sample: string };
 
@@ -125,7 +130,7 @@ export const pretrain = defineStage({
   input: "tokens",
   output: "model",
   schema,
-  permissions: { read: true, write: true },
+  permissions: (config) => ({ read: localPaths(config.init) }),
   description: "GPT-2-style pretraining on token shards: AdamW, warmup + cosine, checkpoints, exact resume",
   async run(ctx) {
     const cfg = ctx.config;
@@ -147,6 +152,8 @@ export const pretrain = defineStage({
       throw new KilnError(`stage "pretrain": no tokenizer.json in the tokens artifact; set model.vocab`);
     }
     const config = initial?.config ?? gptConfig({ ...cfg.model, vocab: vocab! }, "pretrain.model");
+    // Weights, gradients and AdamW's two moments: refused by name before anything is allocated.
+    checkModelFits(config, `stage "pretrain": config.model`, 4);
     if (tokenizer && tokenizer.vocabSize > config.vocab) {
       throw new KilnError(
         `stage "pretrain": the tokenizer has ${tokenizer.vocabSize} ids, the model's vocabulary only ${config.vocab}`,
@@ -213,6 +220,7 @@ export const pretrain = defineStage({
       const tokensPerStep = cfg.batch * seqLen * cfg.gradAccum;
       let windowStart = performance.now();
       let windowSteps = 0;
+      const timed = { ms: 0, steps: 0 };
       const pendingLr: number[] = [];
 
       // Reads back the losses and gradient norms of the steps since the last read (one GPU sync).
@@ -220,17 +228,11 @@ export const pretrain = defineStage({
         const read = await trainer.readMetrics();
         const elapsed = performance.now() - windowStart;
         const msPerStep = elapsed / Math.max(1, windowSteps);
-        read.forEach((m, i) => {
-          const line = {
-            step: m.step,
-            loss: m.loss,
-            lr: pendingLr[i],
-            gradNorm: m.gradNorm,
-            tokensPerSec: Math.round(tokensPerStep * 1000 / msPerStep),
-            msPerStep: Math.round(msPerStep * 100) / 100,
-          };
-          metrics.push(line);
-        });
+        timed.ms += elapsed;
+        timed.steps += windowSteps;
+        read.forEach((m, i) =>
+          metrics.push({ step: m.step, loss: m.loss, lr: pendingLr[i], gradNorm: m.gradNorm })
+        );
         const last = read.at(-1);
         if (last) {
           ctx.stats.set("loss", last.loss);
@@ -238,7 +240,8 @@ export const pretrain = defineStage({
             `step ${last.step}/${cfg.steps} loss ${last.loss.toFixed(4)} lr ${
               pendingLr.at(-1)!.toExponential(2)
             } ` +
-              `norm ${last.gradNorm.toFixed(3)} ${msPerStep.toFixed(1)} ms/step`,
+              `norm ${last.gradNorm.toFixed(3)} ${msPerStep.toFixed(1)} ms/step ` +
+              `${Math.round(tokensPerStep * 1000 / msPerStep)} tokens/s`,
           );
         }
         pendingLr.length = 0;
@@ -292,14 +295,19 @@ export const pretrain = defineStage({
       }
 
       const { params } = await trainer.state();
-      await ctx.out.writeFile("model.safetensors", serializeModel(layout, params));
-      await ctx.out.writeFile("config.json", serializeConfig(config));
+      // HF GPT-2 layout, with the tokenizer's special token ids (config.json, generation_config.json).
+      const files = modelDirFiles(layout, params, tokenizer && specialTokenIds(tokenizer));
+      for (const [name, bytes] of Object.entries(files)) await ctx.out.writeFile(name, bytes);
       await ctx.out.writeText("metrics.jsonl", metrics.map((m) => JSON.stringify(m)).join("\n") + "\n");
       if (tokenizer) {
         await ctx.out.writeFile("tokenizer.json", await Deno.readFile(input.path("tokenizer.json")));
       }
       ctx.stats.set("steps", step);
       ctx.stats.set("tokens", step * tokensPerStep);
+      if (timed.steps > 0) {
+        ctx.stats.set("msPerStep", Math.round(timed.ms / timed.steps * 100) / 100);
+        ctx.stats.set("tokensPerSec", Math.round(tokensPerStep * timed.steps * 1000 / timed.ms));
+      }
       ctx.stats.set("parameters", layout.total);
       ctx.stats.set("backend", backend.name);
       ctx.stats.set("precision", cfg.precision);

@@ -20,7 +20,7 @@
 import { z } from "npm:zod@^4.6.7";
 import { ConfigError } from "../pipeline/errors.ts";
 import { expandFiles, fingerprintFiles } from "../pipeline/files.ts";
-import { defineStage, type StageContext } from "../pipeline/stage.ts";
+import { defineStage, localPaths, type StageContext } from "../pipeline/stage.ts";
 import { documentShards, isDocumentShard, readDocuments } from "./documents.ts";
 import { type ClassifierModel, QualityClassifier, trainClassifier } from "./filters/classifier.ts";
 import { mulberry32 } from "../model/rng.ts";
@@ -170,7 +170,13 @@ export const qualityFilter = defineStage({
   input: "documents",
   output: "documents",
   schema,
-  permissions: { read: true, write: true },
+  permissions: (config) => ({
+    read: localPaths(
+      config.urls ? config.urls.files : [],
+      config.classifier ? config.classifier.reference : [],
+      config.classifier ? config.classifier.model : [],
+    ),
+  }),
   description:
     "Gopher, C4 and FineWeb rules, URL/language/length filters, GPT-3 quality classifier, PII masking",
   fingerprint: async (config) => {
@@ -238,8 +244,33 @@ export const qualityFilter = defineStage({
         Object.entries(filters).map(([n, c]) => `${c.dropped_documents} by ${n}`).join(", ")
       }`,
     );
+    const warning = keptTooFewWarning(sum((r) => r.documents), sum((r) => r.kept), filters);
+    if (warning) {
+      ctx.stats.set("warning", warning);
+      ctx.log(`warning: ${warning}`);
+    }
   },
 });
+
+/** Below this share of documents kept, the stage warns: a setting is more likely wrong than the data. */
+const KEPT_SHARE_WARNING = 0.05;
+
+/** A warning naming the filter that dropped most, when nearly every document was dropped. */
+export function keptTooFewWarning(
+  documentsIn: number,
+  kept: number,
+  filters: Record<string, { dropped_documents: number }>,
+): string | undefined {
+  if (documentsIn < 20 || kept >= documentsIn * KEPT_SHARE_WARNING) return undefined;
+  const [worst, counts] = Object.entries(filters).sort((a, b) => b[1].dropped_documents - a[1].dropped_documents)[0];
+  const hint = worst === "classifier"
+    ? " The classifier keeps a document when a Pareto draw (GPT-3's rule, alpha 9) beats 1 − its score, so it " +
+      "keeps little of a crawl that looks unlike the reference corpus: use a reference closer to the crawl, " +
+      'mode: "threshold" with a lower threshold, or a smaller alpha.'
+    : "";
+  return `only ${kept} of ${documentsIn} documents kept (${(100 * kept / documentsIn).toFixed(1)} %); ` +
+    `${worst} dropped ${counts.dropped_documents}.${hint}`;
+}
 
 /** Trains the classifier (or copies the given one) into the artifact; returns its path. */
 async function prepareClassifier(ctx: StageContext<Config, "documents">, inputs: string[]): Promise<string> {

@@ -21,7 +21,9 @@
  * Metrics: training loss and pairwise accuracy per step, held-out loss and pairwise accuracy (before
  * training and every `eval.every` steps and at the end; `valAccuracy` in the stats), and the mean and
  * standard deviation of the rewards of the training responses (`reward_stats.json`, and `rewardMean`,
- * `rewardStd` in the stats), which PPO uses to normalise rewards.
+ * `rewardStd` in the stats), which PPO uses to normalise rewards. Wall-clock figures stay out of the
+ * artifact (the same inputs give the same bytes, so PPO stays cached): ms/step is in the log lines, and
+ * its mean over the steps this attempt ran is the `msPerStep` stat.
  *
  * Checkpoints every `checkpointEvery` steps (and on SIGINT/SIGTERM): trunk, head, both AdamW moments and
  * the step; the order of the comparisons is a function of the seed and epoch, so a rerun resumes exactly
@@ -44,11 +46,11 @@ import {
   positiveInt,
   precisionOption,
 } from "../model/train_options.ts";
-import { defineStage, type StageContext } from "../pipeline/stage.ts";
+import { defineStage, localPaths, type StageContext } from "../pipeline/stage.ts";
 import { ConfigError, InterruptedError, KilnError } from "../pipeline/errors.ts";
 import { fingerprintFiles } from "../pipeline/files.ts";
 import { createBackend } from "../kernels/device.ts";
-import { loadTrainCheckpoint, saveTrainCheckpoint, serializeConfig } from "../model/checkpoint.ts";
+import { loadTrainCheckpoint, saveTrainCheckpoint, serializeConfig, specialTokenIds } from "../model/checkpoint.ts";
 import { learningRate } from "../model/schedule.ts";
 import { Rng } from "../model/rng.ts";
 import { modelTokenizer, startingModel } from "./sft.ts";
@@ -129,7 +131,7 @@ const schema = z.object({
 export type RewardModelConfig = z.output<typeof schema>;
 
 type MetricsLine =
-  | { step: number; loss: number; accuracy: number; lr: number; gradNorm?: number; msPerStep?: number }
+  | { step: number; loss: number; accuracy: number; lr: number; gradNorm?: number }
   | { step: number; valLoss: number; valAccuracy: number; pairs: number };
 
 interface RmState {
@@ -399,6 +401,8 @@ async function run(ctx: StageContext<RewardModelConfig, "model">) {
 
     if (step === 0 && valSet.kept.length > 0) await evaluate();
     let window = performance.now();
+    let windowSteps = 0;
+    const timed = { ms: 0, steps: 0 };
     while (step < totalSteps) {
       const groups = stepGroups(step);
       let result!: ReturnType<typeof batchPairwiseLoss>;
@@ -412,17 +416,21 @@ async function run(ctx: StageContext<RewardModelConfig, "model">) {
       const lr = learningRate(step, schedule);
       network.step(lr);
       step++;
+      windowSteps++;
       // The loss is on the host already; the gradient norm is read with it every logEvery steps.
       const line: MetricsLine = { step, loss: result.loss, accuracy: result.correct / result.pairs, lr };
       if (step % cfg.logEvery === 0 || step === totalSteps) {
         line.gradNorm = await network.gradNorm();
-        line.msPerStep = Math.round((performance.now() - window) / cfg.logEvery * 100) / 100;
-        window = performance.now();
+        const elapsed = performance.now() - window;
+        timed.ms += elapsed;
+        timed.steps += windowSteps;
         ctx.log(
           `step ${step}/${totalSteps} loss ${result.loss.toFixed(4)} accuracy ${
             (line.accuracy * 100).toFixed(0)
-          }% lr ${lr.toExponential(2)}`,
+          }% lr ${lr.toExponential(2)} ${(elapsed / windowSteps).toFixed(1)} ms/step`,
         );
+        window = performance.now();
+        windowSteps = 0;
       }
       metrics.push(line);
       ctx.stats.set("loss", result.loss);
@@ -453,7 +461,7 @@ async function run(ctx: StageContext<RewardModelConfig, "model">) {
 
     const weights = await network.weights();
     await ctx.out.writeFile("model.safetensors", serializeRewardModel(layout, weights.params, weights.head));
-    await ctx.out.writeFile("config.json", serializeConfig(config));
+    await ctx.out.writeFile("config.json", serializeConfig(config, specialTokenIds(tokenizer)));
     await ctx.out.writeText("tokenizer.json", JSON.stringify(tokenizer.toJSON()));
     await ctx.out.writeJson(CHAT_TEMPLATE_FILE, template.toJSON());
     await ctx.out.writeJson(REWARD_STATS_FILE, stats);
@@ -461,6 +469,7 @@ async function run(ctx: StageContext<RewardModelConfig, "model">) {
     ctx.stats.set("rewardMean", mean);
     ctx.stats.set("rewardStd", std);
     ctx.stats.set("steps", step);
+    if (timed.steps > 0) ctx.stats.set("msPerStep", Math.round(timed.ms / timed.steps * 100) / 100);
     ctx.stats.set("backend", backend.name);
     ctx.stats.set("precision", cfg.precision);
   } finally {
@@ -496,7 +505,7 @@ export const rewardModel = defineStage({
   input: "model",
   output: "reward-model",
   schema,
-  permissions: { read: true, write: true },
+  permissions: (config) => ({ read: localPaths(config.init, config.tokenizer) }),
   description:
     "Reward model on ranked comparisons: InstructGPT's pairwise loss over all C(K,2) pairs per prompt",
   fingerprint,

@@ -23,8 +23,10 @@
  *
  * The artifact: `model.safetensors`, `config.json` (HF GPT-2), `tokenizer.json`, `chat_template.json`
  * (the template it was trained with; the reward model and PPO render prompts with it), `metrics.jsonl`
- * (`{step, loss, lr, gradNorm, tokens, msPerStep}`, `{step, valLoss}`, `{step, passRate, checked}`) and
- * `samples.jsonl` (`{step, prompt, response, reference, pass?}`).
+ * (`{step, loss, lr, gradNorm, tokens}`, `{step, valLoss}`, `{step, passRate, checked}`) and
+ * `samples.jsonl` (`{step, prompt, response, reference, pass?}`). Wall-clock figures stay out of the
+ * artifact (the same inputs give the same bytes, so the stages downstream stay cached): ms/step is in
+ * the log lines, and its mean over the steps this attempt ran is the `msPerStep` stat.
  *
  * Checkpoints every `checkpointEvery` steps (and on SIGINT/SIGTERM) hold the weights, AdamW moments and
  * the step; the data order is a pure function of the seed and the epoch, so a rerun resumes exactly
@@ -51,7 +53,7 @@ import {
   precisionOption,
 } from "../model/train_options.ts";
 import type { Artifact } from "../pipeline/artifact.ts";
-import { defineStage, type StageContext } from "../pipeline/stage.ts";
+import { defineStage, localPaths, type StageContext } from "../pipeline/stage.ts";
 import { ConfigError, InterruptedError, KilnError } from "../pipeline/errors.ts";
 import { fingerprintFiles } from "../pipeline/files.ts";
 import { loadTokenizer, type Tokenizer } from "../tokenizer/mod.ts";
@@ -61,8 +63,8 @@ import {
   loadModelDir,
   loadTrainCheckpoint,
   saveTrainCheckpoint,
-  serializeConfig,
-  serializeModel,
+  modelDirFiles,
+  specialTokenIds,
 } from "../model/checkpoint.ts";
 import { learningRate } from "../model/schedule.ts";
 import { Rng } from "../model/rng.ts";
@@ -147,7 +149,7 @@ export interface SampleLine {
 }
 
 type MetricsLine =
-  | { step: number; loss: number; lr: number; gradNorm: number; tokens: number; msPerStep: number }
+  | { step: number; loss: number; lr: number; gradNorm: number; tokens: number }
   | { step: number; valLoss: number }
   | { step: number; passRate: number; checked: number };
 
@@ -395,17 +397,15 @@ async function run(ctx: StageContext<SftConfig, "model">) {
     if (step === 0) await sample();
     const pending: { lr: number; tokens: number }[] = [];
     let windowStart = performance.now();
+    const timed = { ms: 0, steps: 0 };
     const flush = async () => {
       const read = await trainer.readMetrics();
-      const ms = (performance.now() - windowStart) / Math.max(1, read.length);
+      const elapsed = performance.now() - windowStart;
+      const ms = elapsed / Math.max(1, read.length);
+      timed.ms += elapsed;
+      timed.steps += read.length;
       read.forEach((m, i) =>
-        metrics.push({
-          step: m.step,
-          loss: m.loss,
-          gradNorm: m.gradNorm,
-          ...pending[i],
-          msPerStep: Math.round(ms * 100) / 100,
-        })
+        metrics.push({ step: m.step, loss: m.loss, gradNorm: m.gradNorm, ...pending[i] })
       );
       const last = read.at(-1);
       if (last) {
@@ -456,13 +456,14 @@ async function run(ctx: StageContext<SftConfig, "model">) {
     }
 
     const { params } = await trainer.state();
-    await ctx.out.writeFile("model.safetensors", serializeModel(layout, params));
-    await ctx.out.writeFile("config.json", serializeConfig(config));
+    const files = modelDirFiles(layout, params, specialTokenIds(tokenizer, template.stopIds()));
+    for (const [name, bytes] of Object.entries(files)) await ctx.out.writeFile(name, bytes);
     await ctx.out.writeText("tokenizer.json", JSON.stringify(tokenizer.toJSON()));
     await ctx.out.writeJson(CHAT_TEMPLATE_FILE, template.toJSON());
     await ctx.out.writeText("metrics.jsonl", metrics.map((m) => JSON.stringify(m)).join("\n") + "\n");
     await ctx.out.writeText("samples.jsonl", samples.map((s) => JSON.stringify(s)).join("\n") + "\n");
     ctx.stats.set("steps", step);
+    if (timed.steps > 0) ctx.stats.set("msPerStep", Math.round(timed.ms / timed.steps * 100) / 100);
     ctx.stats.set("parameters", layout.total);
     ctx.stats.set("backend", backend.name);
     ctx.stats.set("precision", cfg.precision);
@@ -480,7 +481,7 @@ export const sft = defineStage({
   input: "model",
   output: "model",
   schema,
-  permissions: { read: true, write: true },
+  permissions: (config) => ({ read: localPaths(config.init, config.tokenizer) }),
   description: "Supervised fine-tuning on chat demonstrations: response-only loss, packing, exact resume",
   fingerprint,
   run,

@@ -29,7 +29,7 @@
  * @module
  */
 import { z } from "npm:zod@^4.6.7";
-import { defineStage, type StageContext } from "../pipeline/stage.ts";
+import { defineStage, localPaths, type StageContext } from "../pipeline/stage.ts";
 import type { ShardEnv, ShardWorker } from "../pipeline/pool.ts";
 import { ConfigError, InterruptedError } from "../pipeline/errors.ts";
 import { documentShards, readDocuments } from "./documents.ts";
@@ -191,7 +191,7 @@ export const tokenize = defineStage({
   input: "documents",
   output: "tokens",
   schema,
-  permissions: { read: true, write: true },
+  permissions: (config) => ({ read: localPaths(config.tokenizer) }),
   description: "Train or load a byte-level BPE tokenizer and write llm.c token shards (train/val)",
   async run(ctx) {
     const { config } = ctx;

@@ -61,7 +61,7 @@ Deno.test("kiln sample: greedy output is the decoded generation, the same on eve
   assert.equal(second.stdout, first.stdout);
 });
 
-Deno.test("kiln sample: --tokens, --seed, --temperature, --top-k, --top-p and --beams are honoured", async () => {
+Deno.test("kiln sample: --tokens, --seed, --temperature, --top-k, --top-p, --beams and its options are honoured", async () => {
   const prompt = "abc";
   const base = { maxTokens: 12 };
   const cases: [string[], Partial<GenerateOptions>][] = [
@@ -71,6 +71,8 @@ Deno.test("kiln sample: --tokens, --seed, --temperature, --top-k, --top-p and --
     [["--top-k", "2"], { ...base, topK: 2 }],
     [["--top-p", "0.3"], { ...base, topP: 0.3 }],
     [["--beams", "3"], { ...base, beams: 3 }],
+    [["--beams", "3", "--length-penalty", "0"], { ...base, beams: 3, lengthPenalty: 0 }],
+    [["--beams", "2", "--early-stopping", "never"], { ...base, beams: 2, earlyStopping: "never" }],
   ];
   const baseline = await expected(prompt, base);
   const runs = await Promise.all(
@@ -118,6 +120,38 @@ Deno.test("kiln sample: several prompts and samples decode in one batch; --json 
   );
 });
 
+Deno.test("kiln sample: stops at generation_config.json's eos_token_id", async () => {
+  const withStops = await Deno.makeTempDir({ prefix: "kiln-sample-stops-" });
+  try {
+    for (const name of ["config.json", "model.safetensors", "tokenizer.json"]) {
+      await Deno.copyFile(join(dir, name), join(withStops, name));
+    }
+    const prompt = "Hello, ";
+    const [free] = await generateBatch(model, [tokenizer.encode(prompt)], { maxTokens: 20, temperature: 0 });
+    const stop = free.ids[5];
+    await Deno.writeTextFile(
+      join(withStops, "generation_config.json"),
+      JSON.stringify({ eos_token_id: [stop, EOT] }),
+    );
+    const run = await kilnSample(
+      withStops,
+      "--prompt",
+      prompt,
+      "--temperature",
+      "0",
+      "--tokens",
+      "20",
+      "--json",
+    );
+    assert.equal(run.code, 0, run.stderr);
+    const line = JSON.parse(run.stdout);
+    assert.deepEqual(line.ids, free.ids.slice(0, free.ids.indexOf(stop) + 1));
+    assert.equal(line.finish, "stop");
+  } finally {
+    await Deno.remove(withStops, { recursive: true });
+  }
+});
+
 Deno.test("kiln sample: a missing or damaged checkpoint and bad flags give one clear line and exit 1", async () => {
   const damaged = await Deno.makeTempDir({ prefix: "kiln-sample-damaged-" });
   for (const name of ["config.json", "model.safetensors", "tokenizer.json"]) {
@@ -132,6 +166,7 @@ Deno.test("kiln sample: a missing or damaged checkpoint and bad flags give one c
     [[damaged], /model\.safetensors: damaged safetensors file: tensor data does not match its SHA-256/],
     [[dir, "--top-p", "0"], /--top-p expects a number in \(0, 1\], got "0"/],
     [[dir, "--tokens", "2.5"], /--tokens expects an integer ≥ 0, got "2.5"/],
+    [[dir, "--early-stopping", "soon"], /--early-stopping expects true, false or never, got "soon"/],
     [[dir, "--colour"], /kiln sample: Unknown option '--colour'/],
     [[dir, "--prompt", "x".repeat(40)], /the prompt has 40 tokens, but the model's context is 32/],
     [

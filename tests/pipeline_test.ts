@@ -334,3 +334,23 @@ Deno.test("the CI example YAML names built-in stages that load and connect", asy
   const p = await loadPipelineYaml(file, builtinStage);
   assert.deepEqual(p.stages.map((s) => s.id), ["crawl", "dedupe", "quality-filter"]);
 });
+
+Deno.test("a pinned stage runs only the code it was pinned to; a mismatch names the module", async () => {
+  const workdir = await Deno.makeTempDir();
+  const statuses = await pipeline("pinned", { workdir }).pipe(numbers({})).execute({ command: "plan" });
+  const code = statuses[0].code!;
+  assert.match(code, /^sha256-[0-9a-f]{64}$/);
+  const result = await pipeline("pinned", { workdir }).pipe(numbers({}).pin(code)).execute({ quiet: true });
+  assert.equal(result.stages[0].action, "ran");
+  await assert.rejects(
+    pipeline("pinned", { workdir }).pipe(numbers({}).pin(`sha256-${"0".repeat(64)}`)).execute({ quiet: true }),
+    /stage "numbers": the code of file:.*numbers\.ts \(and what it imports\) does not match its pinned integrity/,
+  );
+  assert.throws(() => numbers({}).pin("md5-abc"), /sha256-<64 hex digits>/);
+});
+
+Deno.test("reference docs: docs/stages.md is what `kiln stages --docs` generates from the schemas", async () => {
+  const { stagesReference } = await import("../pipeline/cli.ts");
+  const docs = await Deno.readTextFile(new URL("../docs/stages.md", import.meta.url));
+  assert.equal(docs.trim(), (await stagesReference()).trim(), "run: deno task kiln stages --docs > docs/stages.md");
+});
