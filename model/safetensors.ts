@@ -149,11 +149,17 @@ export function parseSafetensors(bytes: Uint8Array, file = "<safetensors>"): Saf
   }
   const data = bytes.subarray(8 + headerLength);
   const metadata = (header.__metadata__ ?? {}) as Record<string, string>;
+  if (
+    typeof metadata !== "object" || Array.isArray(metadata) ||
+    !Object.values(metadata).every((v) => typeof v === "string")
+  ) {
+    throw new DataError(file, "__metadata__", "damaged safetensors file: metadata must map names to strings");
+  }
   const tensors = new Map<string, TensorInfo>();
   for (const [name, raw] of Object.entries(header)) {
     if (name === "__metadata__") continue;
     const entry = raw as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
-    const size = DTYPE_BYTES[entry?.dtype as string];
+    const size = Object.hasOwn(DTYPE_BYTES, entry?.dtype as string) ? DTYPE_BYTES[entry.dtype as string] : 0;
     if (!size) throw new DataError(file, name, `unknown dtype ${JSON.stringify(entry?.dtype)}`);
     const shape = entry.shape;
     if (!Array.isArray(shape) || !shape.every((d) => Number.isInteger(d) && d >= 0)) {

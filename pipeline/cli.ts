@@ -58,6 +58,7 @@ flags:
   --force[=ID,…]       rerun even if cached (all selected stages, or the ones named)
   --workdir DIR        artifacts, checkpoints and journals (default .kiln)
   --workers N          worker threads for data stages (default: one per core)
+  --executor local|slurm  where data stages' shards run (default: the pipeline's, else local)
   --wait               wait for another run holding the workdir instead of exiting
   --json               machine-readable output (status, plan, gc, run)
   --quiet              no progress lines
@@ -93,6 +94,7 @@ export async function main(args: string[], opts: { pipeline?: Pipeline<Kind | nu
         out: { type: "string" },
         help: { type: "boolean", short: "h" },
         docs: { type: "boolean" },
+        executor: { type: "string" },
       },
     });
   } catch (e) {
@@ -146,6 +148,10 @@ export async function main(args: string[], opts: { pipeline?: Pipeline<Kind | nu
     console.error(`--workers ${values.workers}: expected a whole number ≥ 1`);
     return 2;
   }
+  if (values.executor !== undefined && values.executor !== "local" && values.executor !== "slurm") {
+    console.error(`--executor ${values.executor}: expected local or slurm`);
+    return 2;
+  }
   const split = (list?: string[]) => list?.flatMap((v) => v.split(",")).map((v) => v.trim()).filter(Boolean);
   const force = split(values.force);
   const common = {
@@ -155,6 +161,7 @@ export async function main(args: string[], opts: { pipeline?: Pipeline<Kind | nu
     force: force?.includes("*") ? true : force,
     workdir: fromInvocation(values.workdir),
     workers,
+    executor: values.executor as "local" | "slurm" | undefined,
     wait: values.wait,
     quiet: values.quiet || values.json,
     progressInterval: values["progress-interval"] ? Number(values["progress-interval"]) : undefined,

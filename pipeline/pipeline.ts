@@ -25,7 +25,8 @@ import { join, resolve } from "node:path";
 import { type Artifact, commitArtifact, openArtifact } from "./artifact.ts";
 import { type ModuleGraph, moduleGraph, ModuleStore } from "./code_hash.ts";
 import { ArtifactError, InterruptedError, isKilnError, PermissionError, PipelineError } from "./errors.ts";
-import { grantFlags, runStageProcess, stageGrant } from "./sandbox.ts";
+import { grantFlags, runStageProcess, stageFlags, stageGrant } from "./sandbox.ts";
+import { slurm, SLURM_COMMANDS, type SlurmExecutor } from "./slurm.ts";
 import { Journal } from "./journal.ts";
 import { cacheKey, explainChange, type KeyParts } from "./keys.ts";
 import { lockWorkdir } from "./lock.ts";
@@ -40,6 +41,11 @@ export interface PipelineOptions {
   workdir?: string;
   /** Worker threads for data stages (default: one per core). */
   workers?: number;
+  /**
+   * Where data stages' shards run: the local worker pool (default) or a Slurm cluster
+   * (`slurm({ partition, tasks, … })`, see `slurm.ts`). Not part of any cache key.
+   */
+  executor?: SlurmExecutor;
 }
 
 /** What to do, as the CLI flags say it. */
@@ -57,6 +63,8 @@ export interface ExecuteOptions {
   force?: string[] | boolean;
   workdir?: string;
   workers?: number;
+  /** Override the pipeline's executor: "local" (the worker pool) or "slurm" (its Slurm options, or defaults). */
+  executor?: "local" | "slurm";
   /** No progress or summary lines on stderr. */
   quiet?: boolean;
   /** Wait for another run holding the workdir instead of exiting. */
@@ -198,6 +206,7 @@ class Runner {
   readonly selected: Set<string>;
   readonly forced: Set<string>;
   readonly reporter: ProgressReporter;
+  readonly executor?: SlurmExecutor;
   #artifacts = new Map<string, Artifact>();
   #verified = new Set<string>();
   #parts = new Map<string, KeyParts>();
@@ -233,6 +242,11 @@ class Runner {
     this.forced = new Set(opts.force === true ? selected : Array.isArray(opts.force) ? opts.force : []);
     this.reporter = new ProgressReporter({ quiet: opts.quiet, intervalS: opts.progressInterval });
     this.#modules = new ModuleStore(join(this.workdir, "modules"));
+    this.executor = opts.executor === "local"
+      ? undefined
+      : opts.executor === "slurm"
+      ? pipeline.options.executor ?? slurm({})
+      : pipeline.options.executor;
   }
 
   #artifactDir(id: string, key: string) {
@@ -327,6 +341,7 @@ class Runner {
       inputs: Object.values(this.#slots(i)).map((p) => this.#artifacts.get(p.id)!.dir),
       workDir: this.#workDir(stage.id, key),
       external: this.#parts.get(stage.id)?.external,
+      run: this.executor ? SLURM_COMMANDS : [],
     });
   }
 
@@ -603,6 +618,13 @@ class Runner {
           uses,
           dirs: { out: resolve(dirs.out), state: resolve(dirs.state), tmp: resolve(dirs.tmp) },
           workers: this.workers,
+          // Array tasks on the nodes get the stage's own permissions, less starting processes.
+          executor: this.executor
+            ? {
+              slurm: this.executor.options,
+              nodeFlags: stageFlags(grant, importMap).filter((f) => !f.startsWith("--allow-run")),
+            }
+            : undefined,
         },
         grant,
         importMap,

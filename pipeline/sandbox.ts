@@ -49,6 +49,8 @@ export interface StageJob {
   uses: Record<string, string>;
   dirs: { out: string; state: string; tmp: string };
   workers: number;
+  /** Run shards as Slurm job arrays with these options; array tasks get `nodeFlags`. */
+  executor?: { slurm: Record<string, unknown>; nodeFlags: string[] };
 }
 
 /** A protocol message from the stage process (one JSON line on stdout, after {@linkcode PREFIX}). */
@@ -103,7 +105,7 @@ function readRoot(pattern: string): string {
 /** Paths and URL hosts named anywhere in a fingerprint (`fingerprintFiles` entries and the like). */
 function namedInputs(value: unknown, paths: Set<string>, hosts: Set<string>) {
   if (typeof value === "string") {
-    if (/^https?:\/\//.test(value)) hosts.add(new URL(value).host);
+    if (/^https?:\/\//.test(value)) hosts.add(new URL(value).hostname);
     else if (isAbsolute(value)) paths.add(value);
   } else if (Array.isArray(value)) {
     for (const v of value) namedInputs(v, paths, hosts);
@@ -167,12 +169,23 @@ export function grantFlags(grant: Grant): string[] {
     return `${flag}=${items.join(",")}`;
   };
   // Free memory, so a stage can refuse a model that does not fit before allocating it.
-  const flags = [list("--allow-read", grant.read), list("--allow-write", grant.write), "--allow-sys=systemMemoryInfo"];
+  const flags = [
+    list("--allow-read", grant.read),
+    list("--allow-write", grant.write),
+    "--allow-sys=systemMemoryInfo",
+  ];
   if (grant.net === true) flags.push("--allow-net");
   else if (grant.net?.length) flags.push(list("--allow-net", grant.net));
   if (grant.env.length) flags.push(list("--allow-env", grant.env));
   if (grant.run.length) flags.push(list("--allow-run", grant.run));
   if (grant.ffi) flags.push("--allow-ffi");
+  return flags;
+}
+
+/** Every flag of a stage's process (a Slurm array task gets the same, less `--allow-run`). */
+export function stageFlags(grant: Grant, importMap: string | undefined): string[] {
+  const flags = ["--no-prompt", "--no-lock", "--no-config", ...grantFlags(grant)];
+  if (importMap) flags.push(`--import-map=${importMap}`);
   return flags;
 }
 
@@ -213,9 +226,12 @@ export async function runStageProcess(
   importMap: string | undefined,
   hooks: StageProcessHooks,
 ): Promise<Record<string, unknown>> {
-  const args = ["run", "--quiet", "--no-prompt", "--no-lock", "--no-config", ...grantFlags(grant)];
-  if (importMap) args.push(`--import-map=${importMap}`);
-  args.push(new URL("./stage_process.ts", import.meta.url).href);
+  const args = [
+    "run",
+    "--quiet",
+    ...stageFlags(grant, importMap),
+    new URL("./stage_process.ts", import.meta.url).href,
+  ];
   const child = new Deno.Command(Deno.execPath(), {
     args,
     stdin: "piped",

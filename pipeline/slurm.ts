@@ -37,7 +37,7 @@ import { fileURLToPath } from "node:url";
 import { z } from "npm:zod@^4.6.7";
 import { moduleGraph } from "./code_hash.ts";
 import { InterruptedError, KilnError } from "./errors.ts";
-import type { RunShardsOptions, ShardTask, ShardWorker } from "./pool.ts";
+import { doneShardResult, type RunShardsOptions, type ShardTask, type ShardWorker } from "./pool.ts";
 import { formatDuration } from "./progress.ts";
 import { writeFileAtomic } from "./workspace.ts";
 
@@ -109,6 +109,9 @@ export interface SlurmExecutor {
     opts: Omit<SlurmRunOptions, "slurm">,
   ): Promise<R[]>;
 }
+
+/** The Slurm client programs the driver runs (a stage's process is granted these under Slurm). */
+export const SLURM_COMMANDS = ["sbatch", "scancel", "squeue"];
 
 /**
  * The Slurm executor with validated options.
@@ -437,7 +440,9 @@ export async function runShardsOnSlurm<A, R>(
   }
   const total = tasks.length;
   const done = new Set<number>();
-  for (let i = 0; i < total; i++) if (await opts.checkpoint.isDone(tasks[i].id)) done.add(i);
+  for (let i = 0; i < total; i++) {
+    if (await doneShardResult(opts.checkpoint, opts.out, tasks[i].id)) done.add(i);
+  }
   opts.onProgress?.(done.size, total);
   if (done.size < total) await new ShardArrayDriver(worker, tasks, opts, options, done).run();
   const results = new Array<R>(total);

@@ -11,7 +11,7 @@
  * @module
  */
 import { join } from "node:path";
-import { loadShardFn } from "./pool.ts";
+import { doneShardResult, loadShardFn, markShardDone } from "./pool.ts";
 import type { SlurmTaskFile, SlurmTaskProgress } from "./slurm.ts";
 import { Checkpoint, OutputWriter, writeFileAtomic } from "./workspace.ts";
 
@@ -30,15 +30,17 @@ async function main(taskPath: string): Promise<void> {
   for (const [k, task] of spec.tasks.entries()) {
     const started = performance.now();
     let ran = false;
-    if (!(await checkpoint.isDone(task.id))) {
+    if (!(await doneShardResult(checkpoint, out, task.id))) {
       let result: unknown;
+      const shardOut = new OutputWriter(spec.outDir, tmpDir);
       try {
-        result = await fn(task.args, { id: task.id, out });
+        result = await fn(task.args, { id: task.id, out: shardOut });
       } catch (e) {
         console.error(`kiln: shard "${task.id}" failed: ${(e as Error)?.stack ?? e}`);
         Deno.exit(1);
       }
-      await checkpoint.markDone(task.id, { result });
+      // As the local pool does: the marker carries each file's size and digest (checked before commit).
+      await markShardDone(checkpoint, shardOut, task.id, result, shardOut.written);
       progress.ran++;
       ran = true;
     }

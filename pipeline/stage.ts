@@ -78,9 +78,12 @@ export function localPaths(...values: (string | string[] | undefined | null | fa
   );
 }
 
-/** The hosts of URLs, for a stage's `permissions.net`. */
+/**
+ * The host names of URLs, for a stage's `permissions.net` (any port: a crawl's host scope ignores
+ * ports, and resolving a name is allowed only for a grant without one).
+ */
 export function urlHosts(urls: string[]): string[] {
-  return [...new Set(urls.filter((u) => /^https?:\/\//.test(u)).map((u) => new URL(u).host))].sort();
+  return [...new Set(urls.filter((u) => /^https?:\/\//.test(u)).map((u) => new URL(u).hostname))].sort();
 }
 
 /** A progress update: how many of how many units are done, and optionally bytes processed. */
@@ -206,9 +209,15 @@ export interface StageFactory<In extends Kind | null, Out extends Kind, S extend
 export function defineStage<In extends Kind | null, Out extends Kind, S extends z.ZodType>(
   def: StageDefinition<In, Out, S>,
 ): StageFactory<In, Out, S> {
-  const make = (config: z.input<S> | undefined, id: string, integrity?: string): Stage<In, Out, z.output<S>> => {
+  const make = (
+    config: z.input<S> | undefined,
+    id: string,
+    integrity?: string,
+  ): Stage<In, Out, z.output<S>> => {
     if (integrity !== undefined && !/^sha256-[0-9a-f]{64}$/.test(integrity)) {
-      throw new PipelineError(`stage "${id}": integrity "${integrity}" is not of the form sha256-<64 hex digits>`);
+      throw new PipelineError(
+        `stage "${id}": integrity "${integrity}" is not of the form sha256-<64 hex digits>`,
+      );
     }
     checkName("stage id", id);
     const value = validateConfig(def.name, def.schema, config ?? {}) as z.output<S>;

@@ -8,6 +8,7 @@
 import { openArtifact } from "./artifact.ts";
 import { InterruptedError, isKilnError, KilnError } from "./errors.ts";
 import { damagedShards, runShards } from "./pool.ts";
+import { runShardsOnSlurm } from "./slurm.ts";
 import { registry, type StageContext, type Stats } from "./stage.ts";
 import { Checkpoint, OutputWriter } from "./workspace.ts";
 import type { Artifact } from "./artifact.ts";
@@ -95,14 +96,24 @@ async function main() {
       stats,
       progress: (p) => send({ type: "progress", ...p }),
       log: (message) => send({ type: "log", message }),
-      runShards: (worker, tasks) =>
-        runShards(worker, tasks, {
+      runShards: (worker, tasks) => {
+        const common = {
           workers: job.workers,
           out,
           checkpoint,
           signal: controller.signal,
-          onProgress: (done, total) => send({ type: "progress", done, total, unit: "shards" }),
-        }),
+          onProgress: (done: number, total: number) =>
+            send({ type: "progress", done, total, unit: "shards" }),
+        };
+        return job.executor
+          ? runShardsOnSlurm(worker, tasks, {
+            ...common,
+            slurm: job.executor.slurm,
+            denoFlags: job.executor.nodeFlags,
+            log: (message) => send({ type: "log", message }),
+          })
+          : runShards(worker, tasks, common);
+      },
     };
     for (let round = 0;; round++) {
       await stage.run(ctx);

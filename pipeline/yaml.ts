@@ -24,6 +24,10 @@ import { isMap, isScalar, isSeq, LineCounter, type Node, parseDocument } from "n
 import { ConfigError, PipelineError } from "./errors.ts";
 import { type Pipeline, pipeline } from "./pipeline.ts";
 import type { Kind, Stage } from "./stage.ts";
+import { parseSlurmOptions, slurm, type SlurmExecutor } from "./slurm.ts";
+
+/** Most alias expansions a file may make (the yaml package's default, made explicit). */
+const MAX_ALIAS_COUNT = 100;
 
 /** A stage factory as a module exports it (what `defineStage` returns). */
 type AnyFactory = ((config?: unknown) => Stage) & { stageName?: string };
@@ -83,7 +87,7 @@ export async function loadPipelineYaml(
   }
   const root = doc.contents;
   if (!isMap(root)) throw new PipelineError(`${file}: expected a mapping with "name" and "stages"`);
-  const known = new Set(["name", "workdir", "workers", "stages"]);
+  const known = new Set(["name", "workdir", "workers", "executor", "stages"]);
   for (const pair of root.items) {
     const key = isScalar(pair.key) ? String(pair.key.value) : "";
     if (!known.has(key)) {
@@ -104,24 +108,56 @@ export async function loadPipelineYaml(
       `${locate(counter, file, root.get("workers", true) as Node)}: "workers" must be a number ≥ 1`,
     );
   }
+  // executor: local | slurm | { slurm: { partition: cpu, tasks: 256, … } }
+  const executorNode = root.get("executor", true) as Node | undefined;
+  const executorValue = executorNode ? (executorNode as { toJSON(): unknown }).toJSON() : undefined;
+  let executor: SlurmExecutor | undefined;
+  if (executorValue === "slurm") executor = slurm({});
+  else if (executorValue && typeof executorValue === "object" && "slurm" in executorValue) {
+    const keys = Object.keys(executorValue);
+    if (keys.length !== 1) {
+      throw new PipelineError(
+        `${locate(counter, file, executorNode)}: executor: expected { slurm: {…} } alone`,
+      );
+    }
+    executor = slurm(
+      parseSlurmOptions(executorValue.slurm, `${locate(counter, file, executorNode)}: executor.slurm`),
+    );
+  } else if (executorValue !== undefined && executorValue !== "local") {
+    throw new PipelineError(
+      `${
+        locate(counter, file, executorNode)
+      }: executor: expected local, slurm or { slurm: { partition: …, … } }`,
+    );
+  }
   let p: Pipeline<Kind | null> = pipeline(name, {
     workdir: typeof workdir === "string"
       ? (isAbsolute(workdir) ? workdir : resolve(baseDir, workdir))
       : undefined,
     workers: workers as number | undefined,
+    executor,
   }) as Pipeline<Kind | null>;
   const stages = root.get("stages", true);
   if (!isSeq(stages) || stages.items.length === 0) {
     throw new PipelineError(`${locate(counter, file, stages as Node)}: "stages" must be a non-empty list`);
+  }
+  // Plain values, aliases resolved across the whole file; an alias bomb ("billion laughs") is refused.
+  let plain: { stages: { config?: unknown }[] };
+  try {
+    plain = doc.toJS({ maxAliasCount: MAX_ALIAS_COUNT });
+  } catch (e) {
+    throw new PipelineError(`${file}: ${(e as Error).message}`);
   }
   for (const item of stages.items) {
     const where = locate(counter, file, item as Node);
     if (!isMap(item)) throw new PipelineError(`${where}: each stage is a mapping with "stage" and "config"`);
     for (const pair of item.items) {
       const key = isScalar(pair.key) ? String(pair.key.value) : "";
-      if (!["stage", "id", "config"].includes(key)) {
+      if (!["stage", "id", "config", "integrity"].includes(key)) {
         throw new PipelineError(
-          `${locate(counter, file, pair.key as Node)}: unknown field "${key}" (expected stage, id, config)`,
+          `${
+            locate(counter, file, pair.key as Node)
+          }: unknown field "${key}" (expected stage, id, config, integrity)`,
         );
       }
     }
@@ -137,7 +173,15 @@ export async function loadPipelineYaml(
       );
     }
     const configNode = item.get("config", true) as Node | undefined;
-    const config = configNode ? (item.toJSON() as { config?: unknown }).config : undefined;
+    const config = configNode ? plain.stages[stages.items.indexOf(item)].config : undefined;
+    try {
+      JSON.stringify(config); // a config is plain data: `&a [*a]` makes a value that contains itself
+    } catch {
+      const at = locate(counter, file, configNode);
+      throw new PipelineError(
+        `${at}: config holds a value that contains itself (an alias in its own anchor)`,
+      );
+    }
     let stage: Stage;
     try {
       stage = factory(config ?? {});
@@ -159,9 +203,15 @@ export async function loadPipelineYaml(
     if (id !== undefined && typeof id !== "string") {
       throw new PipelineError(`${where}: "id" must be a string`);
     }
+    const integrity = item.get("integrity");
+    if (integrity !== undefined && typeof integrity !== "string") {
+      throw new PipelineError(`${where}: "integrity" must be a string (sha256-…)`);
+    }
     try {
+      if (id) stage = stage.as(id);
+      if (integrity) stage = stage.pin(integrity);
       // deno-lint-ignore no-explicit-any
-      p = p.pipe((id ? stage.as(id) : stage) as Stage<any, Kind, unknown>);
+      p = p.pipe(stage as Stage<any, Kind, unknown>);
     } catch (e) {
       if (e instanceof PipelineError) throw new PipelineError(`${where}: ${e.message}`);
       throw e;

@@ -3,6 +3,8 @@
  * `{"id": …, "text": …, "url"?: …, "meta"?: {…}}`, in files named `*.jsonl`, `*.jsonl.gz` or
  * `*.jsonl.zst` (compressed per file). Readers report malformed lines and bytes that are not UTF-8
  * with file and line number, and go on with the next line: one bad line never loses the good ones.
+ * Files are streamed (zstd too), so memory does not grow with the file; `maxLineBytes` bounds it per
+ * line as well, and `onDamage` keeps the documents before compressed data that is cut short.
  *
  * @example
  * ```ts
@@ -15,9 +17,10 @@
  * ```
  * @module
  */
-import { decompress as zstdDecompress } from "npm:fzstd@^0.1.1";
+import { Decompress as ZstdDecompress } from "npm:fzstd@^0.1.1";
 import type { Artifact } from "../pipeline/artifact.ts";
 import type { PendingFile } from "../pipeline/workspace.ts";
+import { DataError } from "../pipeline/errors.ts";
 
 /** One document. `meta` carries whatever earlier stages recorded (language, scores, source offset…). */
 export interface Document {
@@ -43,40 +46,107 @@ export function isDocumentShard(name: string): boolean {
   return /\.jsonl(\.gz|\.zst)?$/.test(name);
 }
 
-async function* decompressed(path: string): AsyncGenerator<Uint8Array> {
+/** Compressed data that ends early or does not decode: `offset` is about where, in the file. */
+class Damaged extends Error {
+  constructor(readonly offset: number, message: string) {
+    super(message);
+  }
+}
+
+/**
+ * The decompressed bytes of a shard, streamed (memory stays bounded whatever the file's size).
+ * `position.bytes` follows how far into the file reading has got; damage throws {@linkcode Damaged}.
+ */
+async function* decompressed(path: string, position: { bytes: number }): AsyncGenerator<Uint8Array> {
   const file = await Deno.open(path, { read: true });
-  if (path.endsWith(".zst")) {
-    // fzstd decodes whole buffers; zstd shards are written per shard, so they stay a bounded size.
-    const bytes = new Uint8Array(await new Response(file.readable).arrayBuffer());
-    yield zstdDecompress(bytes);
+  if (path.endsWith(".gz")) {
+    const counted = file.readable.pipeThrough(
+      new TransformStream<Uint8Array<ArrayBuffer>, BufferSource>({
+        transform(chunk, controller) {
+          position.bytes += chunk.length;
+          controller.enqueue(chunk);
+        },
+      }),
+    );
+    const reader = counted.pipeThrough(new DecompressionStream("gzip")).getReader();
+    try {
+      for (;;) {
+        let next: ReadableStreamReadResult<Uint8Array>;
+        try {
+          next = await reader.read();
+        } catch (e) {
+          throw new Damaged(position.bytes, `gzip data ${(e as Error).message}`);
+        }
+        if (next.done) return;
+        yield next.value;
+      }
+    } finally {
+      await reader.cancel().catch(() => {}); // a reader that stops early closes the file
+    }
+  }
+  if (!path.endsWith(".zst")) {
+    for await (const chunk of file.readable) {
+      position.bytes += chunk.length;
+      yield chunk;
+    }
     return;
   }
-  const stream = path.endsWith(".gz")
-    ? file.readable.pipeThrough(new DecompressionStream("gzip"))
-    : file.readable;
-  yield* stream;
+  const out: Uint8Array[] = [];
+  const zstd = new ZstdDecompress((chunk) => out.push(chunk.slice())); // fzstd reuses its window
+  const push = (chunk: Uint8Array, final: boolean) => {
+    try {
+      zstd.push(chunk, final);
+    } catch (e) {
+      throw new Damaged(position.bytes, `zstd data ${(e as Error).message}`);
+    }
+  };
+  for await (const chunk of file.readable) {
+    position.bytes += chunk.length;
+    push(chunk, false);
+    yield* out.splice(0);
+  }
+  if (position.bytes === 0) return;
+  push(new Uint8Array(0), true);
+  yield* out.splice(0);
 }
 
-/** Splits a byte stream into lines (without `\n`, and without a trailing `\r`). */
-async function* byteLines(chunks: AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> {
-  let rest = new Uint8Array(0);
+/**
+ * Splits a byte stream into lines (without `\n`, and without a trailing `\r`). A line longer than
+ * `maxLineBytes` is not kept: the rest of it is read past and its length is yielded instead.
+ */
+async function* byteLines(
+  chunks: AsyncIterable<Uint8Array>,
+  maxLineBytes: number,
+): AsyncGenerator<Uint8Array | number> {
+  let parts: Uint8Array[] = []; // the line so far, from earlier chunks
+  let size = 0; // its length
   for await (const chunk of chunks) {
-    let buf = rest.length ? concat(rest, chunk) : chunk;
     let start = 0;
-    for (let nl = buf.indexOf(10, start); nl !== -1; nl = buf.indexOf(10, start)) {
-      yield trimCR(buf.subarray(start, nl));
+    while (start < chunk.length) {
+      const nl = chunk.indexOf(10, start);
+      const piece = chunk.subarray(start, nl === -1 ? chunk.length : nl);
+      size += piece.length;
+      if (size > maxLineBytes) parts = [];
+      if (nl === -1) {
+        if (size <= maxLineBytes) parts.push(piece.slice());
+        break;
+      }
+      yield size > maxLineBytes ? size : trimCR(parts.length ? concat([...parts, piece], size) : piece);
+      parts = [];
+      size = 0;
       start = nl + 1;
     }
-    buf = buf.subarray(start);
-    rest = buf.slice();
   }
-  if (rest.length) yield trimCR(rest);
+  if (size) yield size > maxLineBytes ? size : trimCR(concat(parts, size));
 }
 
-function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
-  const out = new Uint8Array(a.length + b.length);
-  out.set(a);
-  out.set(b, a.length);
+function concat(parts: Uint8Array[], size: number): Uint8Array {
+  const out = new Uint8Array(size);
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
   return out;
 }
 
@@ -88,21 +158,54 @@ function trimCR(line: Uint8Array): Uint8Array {
 export interface ReadOptions {
   /** Called for each line that is not a valid document (1-based line number, reason). */
   onBadLine?: (line: number, reason: string) => void;
+  /**
+   * Lines longer than this many bytes are skipped without being held in memory (default: no limit),
+   * and reported to `onLongLine`, or else to `onBadLine`.
+   */
+  maxLineBytes?: number;
+  /** Called for each line over `maxLineBytes`, with its length in bytes. */
+  onLongLine?: (line: number, bytes: number) => void;
+  /**
+   * Called when compressed data is cut short or damaged (`offset`: about where, in bytes of the
+   * file): reading then ends after the last whole line before it, as with a truncated WARC. Without
+   * it, such damage throws a `DataError` naming the file and the offset.
+   */
+  onDamage?: (offset: number, reason: string) => void;
 }
 
 /**
- * Reads a document shard, yielding each valid document with its 1-based line number. Invalid lines
- * (not UTF-8, not JSON, no string `text`, no `id`) go to `onBadLine` and are skipped; blank lines are
- * ignored.
+ * Reads a document shard, yielding each valid document with its 1-based line number and its size in
+ * bytes. Invalid lines (not UTF-8, not JSON, no string `text`, no `id`) go to `onBadLine` and are
+ * skipped; blank lines are ignored.
  */
 export async function* readDocuments(
   path: string,
   opts: ReadOptions = {},
-): AsyncGenerator<{ doc: Document; line: number }> {
+): AsyncGenerator<{ doc: Document; line: number; bytes: number }> {
   const utf8 = new TextDecoder("utf-8", { fatal: true });
+  const maxLineBytes = opts.maxLineBytes ?? Infinity;
+  const position = { bytes: 0 };
+  const lines = byteLines(decompressed(path, position), maxLineBytes);
   let line = 0;
-  for await (const bytes of byteLines(decompressed(path))) {
+  for (;;) {
+    let next: IteratorResult<Uint8Array | number>;
+    try {
+      next = await lines.next();
+    } catch (e) {
+      if (!(e instanceof Damaged)) throw e;
+      const why = `${e.message}: truncated or damaged after line ${line}`;
+      if (!opts.onDamage) throw new DataError(path, `byte ${e.offset}`, why);
+      opts.onDamage(e.offset, why);
+      return;
+    }
+    if (next.done) return;
+    const bytes = next.value;
     line++;
+    if (typeof bytes === "number") {
+      if (opts.onLongLine) opts.onLongLine(line, bytes);
+      else opts.onBadLine?.(line, `longer than ${maxLineBytes} bytes (${bytes})`);
+      continue;
+    }
     if (bytes.length === 0) continue;
     let text: string;
     try {
@@ -127,7 +230,7 @@ export async function* readDocuments(
       opts.onBadLine?.(line, 'field "id" is missing');
     } else {
       if (typeof doc.id === "number") doc.id = String(doc.id);
-      yield { doc, line };
+      yield { doc, line, bytes: bytes.length };
     }
   }
 }

@@ -103,7 +103,12 @@ Deno.test("an endless site: maxPages URLs are fetched and no more are ever queue
       warc: false,
     };
     const run = () =>
-      crawl(options, { contentTypes: ["text/html"], maxBytes: 1 << 20, minChars: 1 }, {
+      crawl(options, {
+        contentTypes: ["text/html"],
+        maxBytes: 1 << 20,
+        minChars: 1,
+        allowPrivateNetwork: ["127.0.0.1/32"], // the test server
+      }, {
         out: new OutputWriter(join(dir, "out"), join(dir, "tmp")),
         checkpoint,
         signal: new AbortController().signal,

@@ -358,3 +358,49 @@ Deno.test(
     await Deno.remove(root, { recursive: true });
   },
 );
+
+Deno.test(
+  "examples/ci/pipeline.yaml with --executor slurm: the same artifacts as the local pool, and it resumes either way",
+  onCluster,
+  async () => {
+    const cli = new URL("../pipeline/cli.ts", import.meta.url).pathname;
+    const yaml = new URL("../examples/ci/pipeline.yaml", import.meta.url).pathname;
+    const kiln = async (workdir: string, ...args: string[]) => {
+      const out = await new Deno.Command(Deno.execPath(), {
+        args: [
+          "run",
+          "--no-lock",
+          "-A",
+          cli,
+          "run",
+          yaml,
+          "--workdir",
+          workdir,
+          "--quiet",
+          "--json",
+          ...args,
+        ],
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      const text = new TextDecoder().decode(out.stdout);
+      deepStrictEqual(out.code, 0, new TextDecoder().decode(out.stderr));
+      return JSON.parse(text) as { stages: { id: string; action: string; artifact: string }[] };
+    };
+    const digest = async (dir: string) =>
+      JSON.parse(await Deno.readTextFile(join(dir, "manifest.json"))).digest;
+    const local = await kiln(await Deno.makeTempDir(), "--executor", "local");
+    const onSlurm = await kiln(await Deno.makeTempDir(), "--executor", "slurm");
+    for (const [i, stage] of local.stages.entries()) {
+      deepStrictEqual(await digest(onSlurm.stages[i].artifact), await digest(stage.artifact), stage.id);
+    }
+    // The executor is not part of any key: a workdir built locally is cached on Slurm.
+    const workdir = await Deno.makeTempDir();
+    await kiln(workdir, "--executor", "local", "--until", "crawl");
+    const continued = await kiln(workdir, "--executor", "slurm");
+    deepStrictEqual(continued.stages.map((s) => s.action), ["cached", "ran", "ran"]);
+    for (const [i, stage] of local.stages.entries()) {
+      deepStrictEqual(await digest(continued.stages[i].artifact), await digest(stage.artifact), stage.id);
+    }
+  },
+);

@@ -16,6 +16,9 @@
  *   fetched again and none is lost; only pages in flight or in an uncommitted batch are fetched
  *   again. frontier.ts has the log's format and the full argument. Memory and time per batch do not
  *   grow with the crawl (the seen set and the queue, a URL each, are what does).
+ * - Addresses: every request's host is resolved and refused unless it is public (address.ts), so a
+ *   page cannot send the crawler to loopback, private or link-local addresses (cloud metadata), nor
+ *   can a redirect; `allowPrivateNetwork` in the stage config allows them.
  * - Every URL that does not become a document is recorded with its reason in
  *   `skipped/crawl-live-NNNNN.json`, and counted in the stats as `skipped.<reason>`.
  * - Optionally every fetch is also written as WARC request/response records
@@ -31,6 +34,7 @@ import { type Document, DocumentWriter } from "../documents.ts";
 import { type ExtractOptions, mediaType, pageDocument } from "./sources.ts";
 import { MAX_ROBOTS_BYTES, type RobotsRules, robotsRules } from "./robots.ts";
 import { FrontierLog, type Host, HostQueues, type QueueEntry } from "./frontier.ts";
+import { AddressGuard } from "./address.ts";
 
 /** Options of the live crawler (the stage's `urls` config). */
 export interface CrawlOptions {
@@ -77,6 +81,9 @@ interface Skip {
 type FetchOutcome =
   | { ok: true; url: string; status: number; headers: Headers; body: Uint8Array; fetchTime: string }
   | { ok: false; reason: string; detail?: string };
+
+/** A request refused because its host's address is not public (see address.ts). */
+class AddressRefused extends Error {}
 
 /** The frontier log, in the checkpoint (see frontier.ts). */
 export const FRONTIER_LOG = "live/frontier.log";
@@ -261,6 +268,7 @@ export async function crawl(
   env.signal.addEventListener("abort", onAbort, { once: true });
 
   const hostOf = (url: string) => new URL(url).host;
+  const guard = new AddressGuard(extract.allowPrivateNetwork);
 
   /**
    * One HTTP GET with the timeouts and the body limit; redirects are returned, not followed. A body
@@ -272,6 +280,8 @@ export async function crawl(
     accept?: (type: string) => boolean,
     cut = false,
   ) => {
+    const refused = await guard.check(url); // every request, so every redirect hop (robots.txt too)
+    if (refused) throw new AddressRefused(refused);
     const controller = new AbortController();
     const stop = () => controller.abort();
     abort.signal.addEventListener("abort", stop, { once: true });
@@ -361,7 +371,7 @@ export async function crawl(
         );
         if (attempt >= options.retries) return result;
       } catch (e) {
-        if (e instanceof InterruptedError) throw e;
+        if (e instanceof InterruptedError || e instanceof AddressRefused) throw e;
         why = (e as Error).message;
         if (attempt >= options.retries) throw e;
         wait = options.backoffMs * 2 ** attempt;
@@ -426,6 +436,9 @@ export async function crawl(
   const fetchPage = async (start: string, hops: string[]): Promise<FetchOutcome> => {
     let url = start;
     for (let hop = 0;; hop++) {
+      // Refused before robots.txt is asked for. A failed lookup is left to the fetch, which retries it.
+      const refused = await guard.check(url).catch(() => undefined);
+      if (refused) return { ok: false, reason: "address", detail: refused };
       if (options.robots && !(await rulesFor(url)).isAllowed(url)) return { ok: false, reason: "robots" };
       const fetchTime = new Date().toISOString();
       let result;
@@ -433,6 +446,7 @@ export async function crawl(
         result = await fetchRetrying(url, extract.maxBytes, accept);
       } catch (e) {
         if (e instanceof InterruptedError) throw e;
+        if (e instanceof AddressRefused) return { ok: false, reason: "address", detail: e.message };
         return { ok: false, reason: "error", detail: (e as Error).message };
       }
       const { response, body, skip } = result as typeof result & { skip?: string };
