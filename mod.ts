@@ -30,6 +30,8 @@ export {
 export {
   defineStage,
   type Kind,
+  localPaths,
+  urlHosts,
   type Permissions,
   type Progress,
   type Stage,
@@ -53,6 +55,16 @@ export {
   PipelineError,
 } from "./pipeline/errors.ts";
 export { loadPipelineYaml } from "./pipeline/yaml.ts";
+export {
+  runShardsOnSlurm,
+  slurm,
+  type SlurmExecutor,
+  type SlurmOptionsInput,
+  type SlurmRunOptions,
+  submitJob,
+  waitForJob,
+} from "./pipeline/slurm.ts";
+export { reportFileName } from "./pipeline/report.ts";
 
 // Data formats shared by the stages.
 export {
@@ -73,6 +85,9 @@ export { pretrain, type PretrainConfig } from "./stages/pretrain.ts";
 export { sft, type SftConfig } from "./stages/sft.ts";
 export { rewardModel, type RewardModelConfig } from "./stages/reward_model.ts";
 export { ppo, type PpoConfig } from "./stages/ppo.ts";
+export { evaluate, type EvaluateConfig, type ModelEvaluation } from "./stages/evaluate.ts";
+export { type ColumnType, exportParquet, ParquetDocumentWriter } from "./stages/export_parquet.ts";
+export { type ParquetColumns, readParquetDocuments } from "./stages/crawl/parquet.ts";
 
 // Libraries the stages are built on (each directory's mod.ts has the rest).
 export { loadTokenizer, Tokenizer } from "./tokenizer/mod.ts";
@@ -88,5 +103,13 @@ export {
 } from "./model/train.ts";
 export { ScalarHead, type ScalarHeadWeights } from "./model/scalar_head.ts";
 export { generate, generateBatch, type GenerateOptions, type Generation } from "./model/generate.ts";
-export { loadModelDir, saveModelDir } from "./model/checkpoint.ts";
+export { type BeamOptions, beamSearch, type EarlyStopping } from "./model/beam.ts";
+export {
+  loadModelDir,
+  modelDirFiles,
+  readStopTokens,
+  saveModelDir,
+  specialTokenIds,
+} from "./model/checkpoint.ts";
+export { checkModelFits } from "./model/config.ts";
 export { RewardScorer } from "./stages/reward_model/score.ts";

@@ -6,6 +6,11 @@
  *   deno run -A bench/tokenizer_bench.ts encode      # MB/s table (also checks the ids agree)
  *   deno bench -A bench/tokenizer_bench.ts           # the same encoders as Deno.bench cases
  *
+ * Pre-tokenisation alone on Brown, cl100k's and o200k's patterns: kiln's scanners, cl100k's pattern
+ * on RE2 (re2js, the engine unknown patterns run on), and the JavaScript engine (what kiln used); then a
+ * catastrophic-backtracking pattern, `(a+)+$`, on RE2 and on the JavaScript engine:
+ *   deno run -A bench/tokenizer_bench.ts pretokenize
+ *
  * BPE training time and peak memory (run once per vocabulary size, so peaks do not mix):
  *   deno run -A --v8-flags=--expose-gc bench/tokenizer_bench.ts train 8192 100
  * trains on 100 MB: the Brown corpus, then the JavaScript/TypeScript/Markdown/JSON files of the npm
@@ -16,6 +21,7 @@
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import { gpt2Tokenizer } from "../tokenizer/load.ts";
+import { CL100K_PATTERN, O200K_PATTERN, pretokenizer } from "../tokenizer/pretokenize.ts";
 import { PieceCounter, trainBpe } from "../tokenizer/train.ts";
 import { brownTexts } from "../tests/tokenizer_corpus.ts";
 
@@ -84,6 +90,54 @@ async function benchEncode() {
         `| ${corpus} | ${mb.toFixed(2)} | ${name} | ${(mb / best).toFixed(1)} | ${tokens}${agree} |`,
       );
     }
+  }
+}
+
+async function benchPretokenize() {
+  const texts = (await brownTexts()).map((d) => d.text);
+  const mb = megabytes(texts);
+  const jsRegex = (pattern: string) => {
+    const re = new RegExp(pattern, "gu");
+    return (text: string, onPiece: (i: number, j: number) => void) => {
+      for (const m of text.matchAll(re)) onPiece(m.index, m.index + m[0].length);
+    };
+  };
+  const splitters = {
+    "cl100k, kiln scanner": pretokenizer(CL100K_PATTERN),
+    // An empty group in front misses the known-pattern table: the pattern runs on RE2.
+    "cl100k, re2js (RE2)": pretokenizer(`(?:)${CL100K_PATTERN}`),
+    "cl100k, JavaScript RegExp": jsRegex(CL100K_PATTERN),
+    "o200k, kiln scanner": pretokenizer(O200K_PATTERN),
+    "o200k, JavaScript RegExp": jsRegex(O200K_PATTERN),
+  };
+  console.log(`Pre-tokenisation, Brown (${mb.toFixed(2)} MB)`);
+  console.log("| pattern, splitter | MB/s (best of 3) | pieces |");
+  console.log("| --- | --- | --- |");
+  for (const [name, split] of Object.entries(splitters)) {
+    let best = Infinity, pieces = 0;
+    for (let rep = 0; rep < 3; rep++) {
+      const t0 = performance.now();
+      pieces = 0;
+      for (const t of texts) split(t, () => pieces++);
+      best = Math.min(best, (performance.now() - t0) / 1000);
+    }
+    console.log(`| ${name} | ${(mb / best).toFixed(1)} | ${pieces} |`);
+  }
+  console.log("\n`(a+)+$` over n × 'a' then '!' (no match)");
+  console.log("| engine | n | ms |");
+  console.log("| --- | --- | --- |");
+  const re2 = pretokenizer("(a+)+$");
+  for (const n of [35, 1_000_000]) {
+    const text = "a".repeat(n) + "!";
+    const t0 = performance.now();
+    re2(text, () => {});
+    console.log(`| re2js | ${n} | ${(performance.now() - t0).toFixed(1)} |`);
+  }
+  const js = new RegExp("(a+)+$", "u");
+  for (const n of [20, 22, 24, 26]) {
+    const t0 = performance.now();
+    js.test("a".repeat(n) + "!");
+    console.log(`| JavaScript RegExp | ${n} | ${(performance.now() - t0).toFixed(1)} |`);
   }
 }
 
@@ -169,6 +223,7 @@ async function benchTrain(vocabSize: number, mb: number, brownOnly: boolean) {
 if (import.meta.main) {
   const [mode = "encode", vocab = "8192", mb = "100", corpus = "mixed"] = Deno.args;
   if (mode === "train") await benchTrain(Number(vocab), Number(mb), corpus === "brown");
+  else if (mode === "pretokenize") await benchPretokenize();
   else await benchEncode();
 } else {
   const brown = (await brownTexts()).map((d) => d.text).join("\n\n");

@@ -8,6 +8,8 @@ import {
   bandKeys,
   candidateProbability,
   exactKey,
+  fmix32,
+  hashWord,
   MinHasher,
   normalizeText,
 } from "../stages/dedupe/minhash.ts";
@@ -18,6 +20,87 @@ Deno.test("normalisation: case, punctuation, diacritics, digits and spaces do no
   assert.equal(normalizeText("  Héllo,   WORLD!\n It's 2024… "), "hello world its 0");
   assert.deepEqual(exactKey("Hello, world 42"), exactKey("hello world 7"));
   assert.notDeepEqual(exactKey("hello world"), exactKey("hello word"));
+});
+
+/**
+ * datatrove's `simplify_text` (datatrove/utils/text.py, default TextNormConfig), written out here a
+ * character at a time from its source: lower(); strip() and `\s+` → " "; delete every character of
+ * its PUNCTUATION string; NFD, dropping category Mn; `\d+` → "0"; strip(). Python's whitespace is
+ * `str.isspace()`; its `\d` is category Nd. Shingles are its word 5-grams (words split at whitespace).
+ */
+const DATATROVE_PUNCTUATION = new Set([
+  ..."!/—”:％１〈&(、━\\【#%「」，】；+^]~“《„';’{|∶´[=-`*．（–？！：$～«〉,><》)?）。…@_.\"}►»",
+  ...[[0, 9], [11, 13], [13, 32], [127, 160]].flatMap(([a, b]) =>
+    Array.from({ length: b - a }, (_, i) => String.fromCharCode(a + i))
+  ),
+]);
+const PYTHON_SPACE = new Set([
+  ..."\t\n\v\f\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2028\u2029\u202f\u205f\u3000",
+  ...Array.from({ length: 11 }, (_, i) => String.fromCharCode(0x2000 + i)),
+]);
+function simplifyTextReference(text: string): string {
+  const strip = (chars: string[]) => {
+    let a = 0, b = chars.length;
+    while (a < b && PYTHON_SPACE.has(chars[a])) a++;
+    while (b > a && PYTHON_SPACE.has(chars[b - 1])) b--;
+    return chars.slice(a, b);
+  };
+  let chars = strip([...text.toLowerCase()]);
+  const collapsed: string[] = [];
+  for (const c of chars) {
+    if (!PYTHON_SPACE.has(c)) collapsed.push(c);
+    else if (collapsed.at(-1) !== " ") collapsed.push(" ");
+  }
+  chars = collapsed.filter((c) => !DATATROVE_PUNCTUATION.has(c));
+  chars = [...chars.join("").normalize("NFD")].filter((c) => !/^\p{Mn}$/u.test(c));
+  const isDigit = (c: string | undefined) => c !== undefined && /^\p{Nd}$/u.test(c);
+  const digits: string[] = [];
+  chars.forEach((c, i) => {
+    if (!isDigit(c)) digits.push(c);
+    else if (!isDigit(chars[i - 1])) digits.push("0"); // a run of digits → one "0"
+  });
+  return strip(digits).join("");
+}
+function referenceShingles(text: string, n: number): Set<number> {
+  const words = simplifyTextReference(text).split(" ").filter((w) => w !== "");
+  const out = new Set<number>();
+  for (let i = 0; i < Math.max(1, words.length - n + 1); i++) {
+    let h = 0x2545f491;
+    for (const w of words.slice(i, i + n)) h = fmix32(Math.imul(h, 0x01000193) ^ hashWord(w));
+    out.add(h);
+  }
+  return out;
+}
+
+Deno.test("normalisation is datatrove's simplify_text: punctuation deleted (not a space), its list only", () => {
+  assert.equal(normalizeText("a well-known fact"), "a wellknown fact");
+  assert.equal(normalizeText("A - b"), "a  b"); // deleted after the spaces collapsed, as in datatrove
+  assert.equal(normalizeText("© 2024 €5 ½ ²"), "© 0 €0 ½ ²"); // symbols and No digits are not on its list
+  assert.equal(normalizeText("\ufeffx\u0085y\x1cz"), "\ufeffx y z"); // Python's whitespace, not JavaScript's
+  assert.equal(normalizeText("Ça\u0301 va ١٢٣"), "ca va 0");
+});
+
+Deno.test("normalisation and shingles agree with datatrove's rule written out, on stress strings", () => {
+  const hasher = new MinHasher({ shingleWords: 5, bands: 14, rows: 8, seed: 1 });
+  const alphabet = [
+    ..."aZé ,.-'’!?()[]{}\\/\"`~@#$%^&*_+=|;:<>",
+    ..."\t\n\r\v\f\x1c\x85\xa0\u2003\u3000\ufeff\u200b\x00\x7f\x9f",
+    ..."—–…«»“”„、。，！？：；（）％１２〈〉【】《》「」━►∶´．～",
+    ..."0١٢½²€©™°•·§¶",
+    "e\u0301",
+    "\u0903",
+    "İ",
+    "ΣΑΣ",
+  ];
+  let seed = 3;
+  const rand = () => (seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 2 ** 32;
+  for (let trial = 0; trial < 2000; trial++) {
+    let text = "";
+    const len = Math.floor(rand() * 40);
+    for (let i = 0; i < len; i++) text += rand() < 0.3 ? " " : alphabet[Math.floor(rand() * alphabet.length)];
+    assert.equal(normalizeText(text), simplifyTextReference(text), JSON.stringify(text));
+    assert.deepEqual(new Set(hasher.shingles(text)), referenceShingles(text, 5), JSON.stringify(text));
+  }
 });
 
 /** Two random shingle sets with exactly `intersection` of `union` hashes in common. */

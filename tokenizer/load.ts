@@ -15,7 +15,7 @@
  */
 import { DataError } from "../pipeline/errors.ts";
 import { fromBase64, Tokenizer } from "./tokenizer.ts";
-import { GPT2_PATTERN } from "./pretokenize.ts";
+import { CL100K_PATTERN, GPT2_PATTERN, isKnownPattern, pretokenizer } from "./pretokenize.ts";
 
 /** Tokenizers loadable by name (from `npm:js-tiktoken`'s ranks). */
 export const NAMED_TOKENIZERS = ["gpt2", "cl100k_base"] as const;
@@ -27,7 +27,7 @@ interface PackedRanks {
   bpe_ranks: string;
 }
 
-function fromPackedRanks(ranks: PackedRanks): Tokenizer {
+function fromPackedRanks(ranks: PackedRanks, pattern: string): Tokenizer {
   const tokens: Uint8Array[] = [];
   for (const line of ranks.bpe_ranks.split("\n")) {
     if (!line) continue;
@@ -37,7 +37,7 @@ function fromPackedRanks(ranks: PackedRanks): Tokenizer {
   }
   return new Tokenizer({
     tokens,
-    pattern: ranks.pat_str === GPT2_PATTERN ? GPT2_PATTERN : ranks.pat_str,
+    pattern,
     specialTokens: ranks.special_tokens,
   });
 }
@@ -45,13 +45,14 @@ function fromPackedRanks(ranks: PackedRanks): Tokenizer {
 /** GPT-2's tokenizer (r50k_base: 50,257 ids, `<|endoftext|>` = 50256). */
 export async function gpt2Tokenizer(): Promise<Tokenizer> {
   const { default: ranks } = await import("npm:js-tiktoken@^1.0.21/ranks/gpt2");
-  return fromPackedRanks(ranks);
+  return fromPackedRanks(ranks, GPT2_PATTERN);
 }
 
 /** GPT-3.5/4's cl100k_base (100,277 ids). */
 export async function cl100kTokenizer(): Promise<Tokenizer> {
   const { default: ranks } = await import("npm:js-tiktoken@^1.0.21/ranks/cl100k_base");
-  return fromPackedRanks(ranks);
+  // tiktoken's spelling of the pattern (js-tiktoken's spells out the case-insensitive contractions).
+  return fromPackedRanks(ranks, CL100K_PATTERN);
 }
 
 /** Options for formats that do not carry a pattern or special tokens themselves. */
@@ -64,6 +65,7 @@ export interface RankFileOptions {
 
 /** Parses a tiktoken rank file (`<base64 token> <rank>` per line); `file` names it in errors. */
 export function fromTiktoken(text: string, opts: RankFileOptions = {}, file = "ranks.tiktoken"): Tokenizer {
+  if (opts.pattern !== undefined) checkPattern(opts.pattern, file, "pattern (option)");
   const tokens: Uint8Array[] = [];
   const lines = text.split("\n");
   for (let i = 0; i < lines.length; i++) {
@@ -240,14 +242,23 @@ function hfPattern(pre: HfPreTokenizer | null | undefined, file: string): string
         "only an Isolated Regex split is supported",
       );
     }
-    try {
-      new RegExp(regex, "u");
-    } catch (e) {
-      throw new DataError(file, "pre_tokenizer.pretokenizers[0].pattern", (e as Error).message);
-    }
+    checkPattern(regex, file, "pre_tokenizer.pretokenizers[0].pattern.Regex");
     return regex;
   }
   throw new DataError(file, "pre_tokenizer", `pre-tokenizer ${pre?.type} is not byte-level BPE`);
+}
+
+/**
+ * Refuses a pattern the pre-tokenizer cannot run (see `pretokenize.ts`: known patterns have exact
+ * scanners, others must compile on RE2, which runs in linear time), naming the file and field.
+ */
+function checkPattern(pattern: string, file: string, field: string): void {
+  if (isKnownPattern(pattern)) return;
+  try {
+    pretokenizer(pattern);
+  } catch (e) {
+    throw new DataError(file, field, (e as Error).message);
+  }
 }
 
 function build(file: string, spec: ConstructorParameters<typeof Tokenizer>[0]): Tokenizer {

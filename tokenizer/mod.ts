@@ -45,7 +45,14 @@ export {
 } from "./load.ts";
 export { mergeList, toHuggingFace } from "./export.ts";
 export { PieceCounter, trainBpe, type TrainOptions } from "./train.ts";
-export { GPT2_PATTERN, type Pretokenizer, pretokenizer } from "./pretokenize.ts";
+export {
+  CL100K_PATTERN,
+  GPT2_PATTERN,
+  isKnownPattern,
+  O200K_PATTERN,
+  type Pretokenizer,
+  pretokenizer,
+} from "./pretokenize.ts";
 export {
   encodeTokenShard,
   HEADER_BYTES,

@@ -58,7 +58,10 @@ export interface TokenizerSpec {
   tokens: (Uint8Array | null)[];
   /** Merge list in priority order (ids); absent for the ranks rule (priority = merged token's id). */
   merges?: [number, number][];
-  /** Pre-tokenisation regex (JavaScript syntax, `u` flag). Default: GPT-2's. */
+  /**
+   * Pre-tokenisation regex: a known pattern (GPT-2's, cl100k's…) or any pattern RE2 runs (see
+   * `pretokenize.ts`). Default: GPT-2's.
+   */
   pattern?: string;
   /** Special token text → id (the id may be past the last ordinary token). */
   specialTokens?: Record<string, number>;
@@ -609,11 +612,18 @@ export class Tokenizer {
     if (f.merges !== undefined && !Array.isArray(f.merges)) {
       throw new DataError(file, "merges", "not an array");
     }
+    const pattern = f.pattern === "gpt2" || f.pattern === undefined ? GPT2_PATTERN : f.pattern;
+    if (typeof pattern !== "string") throw new DataError(file, "pattern", "not a string");
+    try {
+      pretokenizer(pattern);
+    } catch (e) {
+      throw new DataError(file, "pattern", (e as Error).message);
+    }
     try {
       return new Tokenizer({
         tokens: f.tokens.map((t) => (t === null ? null : fromBase64(t))),
         merges: f.merges,
-        pattern: f.pattern === "gpt2" || f.pattern === undefined ? GPT2_PATTERN : f.pattern,
+        pattern,
         specialTokens: f.specialTokens ?? {},
         ignoreMerges: f.ignoreMerges,
       });
@@ -624,7 +634,8 @@ export class Tokenizer {
 }
 
 const encoder = new TextEncoder();
-const decoder = new TextDecoder();
+// ignoreBOM: a leading U+FEFF is text the caller encoded, not a byte-order mark to drop.
+const decoder = new TextDecoder("utf-8", { ignoreBOM: true });
 
 /** A binary min-heap of (priority, position) pairs, ties broken by the lower position. */
 class MinHeap {

@@ -1,6 +1,6 @@
 /**
  * Text normalisation, exact hashes and MinHash signatures for near-duplicate detection, with
- * datatrove's defaults: 5-word shingles over normalised text, 112 hash functions read as 14 bands of
+ * datatrove's defaults: 5-word shingles over its normalised text (`simplify_text`), 112 hash functions read as 14 bands of
  * 8 rows. Two documents with Jaccard similarity `s` between their shingle sets share at least one
  * band with probability `1 − (1 − s^r)^b` (≈ 0.5 at s = 0.72 for r = 8, b = 14).
  *
@@ -20,18 +20,56 @@
 import { createHash } from "node:crypto";
 
 /**
- * datatrove's `simplify_text`: lower case, Unicode diacritics removed, runs of digits → "0",
- * punctuation and symbols removed, whitespace collapsed. Exact and near dedupe both hash this form,
- * so "Hello, World!" and "hello world" are the same text.
+ * Python's whitespace (`str.isspace`, and `\s` of its `re` on str patterns), which datatrove's
+ * normalisation strips and collapses: JavaScript's `\s` lacks U+001C–U+001F and U+0085 and adds U+FEFF.
+ */
+const PY_SPACE = "\t\n\v\f\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000";
+const PY_SPACE_RUN = new RegExp(`[${PY_SPACE}]+`, "g");
+const IS_PY_SPACE = new RegExp(`[${PY_SPACE}]`);
+
+/** Python's `str.strip()`. */
+function pyStrip(s: string): string {
+  let a = 0, b = s.length;
+  while (a < b && IS_PY_SPACE.test(s[a])) a++;
+  while (b > a && IS_PY_SPACE.test(s[b - 1])) b--;
+  return a === 0 && b === s.length ? s : s.slice(a, b);
+}
+
+/**
+ * datatrove's `PUNCTUATION` (`datatrove/utils/text.py`): the characters its normalisation deletes. A
+ * fixed list, not a Unicode category: ASCII punctuation, some CJK and typographic marks (and, as
+ * there, the fullwidth digit one), and the C0/C1 control characters other than tab and newline.
+ */
+const PUNCTUATION = new RegExp(
+  "[!/—”:％１〈&(、━\\\\【#%「」，】；+^\\]~“《„';’{|∶´\\[=\\-`*．（–？！：$～«〉,><》)?）。…@_.\"}►»" +
+    "\\x00-\\x08\\x0b\\x0c\\x0d-\\x1f\\x7f-\\x9f]",
+  "g", // every character listed is one UTF-16 unit: no `u` flag needed
+);
+
+/**
+ * datatrove's `simplify_text` with its default `TextNormConfig`, step for step: lower case; strip,
+ * and every whitespace run → one space; delete its punctuation list (deleted, not replaced by a
+ * space: "well-known" → "wellknown", "a - b" → "a  b"); NFD and drop nonspacing marks (Mn); runs of
+ * decimal digits (Nd) → "0"; strip. Exact and near dedupe both hash this form, so "Hello, World!" and
+ * "hello world" are the same text.
  */
 export function normalizeText(text: string): string {
-  return text.normalize("NFD")
-    .replace(/\p{M}+/gu, "")
-    .toLowerCase()
-    .replace(/\p{N}+/gu, "0")
-    .replace(/[\p{P}\p{S}]+/gu, "")
-    .replace(/\s+/g, " ")
-    .trim();
+  const simplified = pyStrip(text.toLowerCase())
+    .replace(PY_SPACE_RUN, " ")
+    .replace(PUNCTUATION, "")
+    .normalize("NFD")
+    .replace(/\p{Mn}+/gu, "")
+    .replace(/\p{Nd}+/gu, "0");
+  return pyStrip(simplified);
+}
+
+/**
+ * The words shingles are made of: the normalised text split at whitespace. (datatrove splits it with
+ * a language's word tokenizer, NLTK's for English; on text without its punctuation that is the same
+ * split except around the symbols the list keeps, such as "©" or "€", which NLTK may cut off a word.)
+ */
+function shingleWords(text: string): string[] {
+  return normalizeText(text).split(PY_SPACE_RUN).filter((w) => w.length > 0);
 }
 
 /** murmur3's 32-bit finaliser: a bijection on uint32 that mixes every input bit into every output bit. */
@@ -92,8 +130,7 @@ export class MinHasher {
 
   /** The 32-bit hashes of the text's word shingles (normalised text; one shingle if it is short). */
   shingles(text: string): Uint32Array {
-    const words = normalizeText(text).split(" ");
-    const wordHashes = words.map(hashWord);
+    const wordHashes = shingleWords(text).map(hashWord);
     const n = this.params.shingleWords;
     const count = Math.max(1, wordHashes.length - n + 1);
     const out = new Uint32Array(count);
