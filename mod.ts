@@ -81,6 +81,7 @@ export { crawl, type CrawlConfig } from "./stages/crawl.ts";
 export { dedupe } from "./stages/dedupe.ts";
 export { qualityFilter } from "./stages/quality_filter.ts";
 export { tokenize, type TokenizeConfig } from "./stages/tokenize.ts";
+export { mix, type MixConfig } from "./stages/mix.ts";
 export { pretrain, type PretrainConfig } from "./stages/pretrain.ts";
 export { sft, type SftConfig } from "./stages/sft.ts";
 export { rewardModel, type RewardModelConfig } from "./stages/reward_model.ts";

@@ -140,6 +140,30 @@ export class Pipeline<Last extends Kind | null> {
    */
   // deno-lint-ignore no-explicit-any
   pipe<Out extends Kind>(stage: Stage<Last, Out, any>): Pipeline<Out> {
+    return this.#append(stage as Stage, false);
+  }
+
+  /**
+   * Starts another branch: appends a source stage (one that takes no input), or a stage reading an
+   * earlier stage named with `.from(id)`, whatever the previous stage outputs. Branches meet again in a
+   * stage with named inputs (`mix({ sources: { web: …, books: … } })` reads the stages `web` and
+   * `books`, or the ids `.from({ web: "quality-filter" })` binds).
+   *
+   * @example GPT-3's recipe in miniature: a cleaned crawl and a reference corpus, mixed by weight
+   * ```ts ignore
+   * pipeline("mix", { workdir: ".kiln" })
+   *   .pipe(crawl({ warc: ["data/*.warc.gz"] })).pipe(dedupe({})).pipe(qualityFilter({}).as("web"))
+   *   .branch(crawl({ files: ["books/*.txt"] }).as("books"))
+   *   .branch(mix({ bpe: { vocabSize: 4096 }, sources: { web: { weight: 0.8 }, books: { weight: 0.2 } } }))
+   *   .pipe(pretrain({ steps: 100 }));
+   * ```
+   */
+  // deno-lint-ignore no-explicit-any
+  branch<Out extends Kind>(stage: Stage<any, Out, any>): Pipeline<Out> {
+    return this.#append(stage as Stage, true);
+  }
+
+  #append<Out extends Kind>(stage: Stage, branch: boolean): Pipeline<Out> {
     const prev = this.stages.at(-1);
     const where = `pipeline "${this.name}", stage "${stage.id}"`;
     if (this.stages.some((s) => s.id === stage.id)) {
@@ -147,10 +171,28 @@ export class Pipeline<Last extends Kind | null> {
         `${where}: a stage with this id is already in the pipeline; give one another id`,
       );
     }
-    if ((prev?.output ?? null) !== stage.input) {
+    const byId = (id: string, what: string) => {
+      const found = this.stages.find((s) => s.id === id);
+      if (!found) {
+        throw new PipelineError(
+          `${where}: ${what} names "${id}", which is not an earlier stage (earlier: ${
+            this.stages.map((s) => s.id).join(", ") || "none"
+          })`,
+        );
+      }
+      return found;
+    };
+    if (stage.input === null && stage.bindings.input !== undefined) {
+      throw new PipelineError(`${where}: takes no input, so it cannot read "${stage.bindings.input}"`);
+    }
+    if (branch && stage.input !== null && stage.bindings.input === undefined) {
+      throw new PipelineError(`${where}: a branch starts with a source stage or a stage given .from(id)`);
+    }
+    const source = stage.bindings.input !== undefined ? byId(stage.bindings.input, "from") : prev;
+    if (!(branch && stage.input === null) && (source?.output ?? null) !== stage.input) {
       throw new PipelineError(
         `${where}: takes ${stage.input ?? "no input"} but ${
-          prev ? `"${prev.id}" outputs ${prev.output}` : "it is the first stage"
+          source ? `"${source.id}" outputs ${source.output}` : "it is the first stage"
         }`,
       );
     }
@@ -159,7 +201,15 @@ export class Pipeline<Last extends Kind | null> {
         throw new PipelineError(`${where}: uses "${slot}" (${kind}), but no earlier stage outputs ${kind}`);
       }
     }
-    return new Pipeline<Out>(this.name, this.options, [...this.stages, stage as Stage]);
+    for (const [slot, kind] of Object.entries(stage.inputs)) {
+      const producer = byId(stage.bindings.inputs[slot] ?? slot, `input "${slot}"`);
+      if (producer.output !== kind) {
+        throw new PipelineError(
+          `${where}: input "${slot}" takes ${kind} but "${producer.id}" outputs ${producer.output}`,
+        );
+      }
+    }
+    return new Pipeline<Out>(this.name, this.options, [...this.stages, stage]);
   }
 
   /** Runs, inspects (`status`, `plan`) or garbage-collects the pipeline, as `opts.command` says. */
@@ -286,10 +336,15 @@ class Runner {
   }
 
   #slots(i: number): Record<string, Stage> {
-    const stage = this.pipeline.stages[i];
+    const stages = this.pipeline.stages;
+    const stage = stages[i];
+    const byId = (id: string) => stages.find((s) => s.id === id)!;
     const slots: Record<string, Stage> = {};
-    if (stage.input !== null) slots.input = this.pipeline.stages[i - 1];
+    if (stage.input !== null) {
+      slots.input = stage.bindings.input !== undefined ? byId(stage.bindings.input) : stages[i - 1];
+    }
     for (const [slot, kind] of Object.entries(stage.uses)) slots[slot] = this.#producer(i, kind);
+    for (const slot of Object.keys(stage.inputs)) slots[slot] = byId(stage.bindings.inputs[slot] ?? slot);
     return slots;
   }
 

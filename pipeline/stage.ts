@@ -112,7 +112,10 @@ export interface StageContext<C, In extends Kind | null = Kind | null> {
   readonly config: C;
   /** The previous stage's committed artifact (digests verified before the stage started). */
   readonly input: In extends null ? undefined : Artifact;
-  /** The artifacts named by the stage's `uses`, each the nearest upstream one of its kind. */
+  /**
+   * Named upstream artifacts: each slot of the stage's `uses` (the nearest upstream artifact of its
+   * kind) and of its `inputs` (the artifact of the stage the slot is bound to).
+   */
   readonly uses: Readonly<Record<string, Artifact>>;
   /** Where the output goes. Files appear atomically; the runner commits them when `run` returns. */
   readonly out: OutputWriter;
@@ -149,6 +152,18 @@ export interface Stage<In extends Kind | null = Kind | null, Out extends Kind = 
   readonly output: Out;
   /** Named upstream artifacts by kind, resolved to the nearest earlier stage with that output. */
   readonly uses: Readonly<Record<string, Kind>>;
+  /**
+   * Named inputs bound to stages by id (a merge: several branches in one stage): slot → kind. Each slot
+   * reads the stage whose id is the slot's name, unless {@linkcode Stage.from} binds it to another.
+   */
+  readonly inputs: Readonly<Record<string, Kind>>;
+  /** Which stage ids feed this one: its main input (default: the previous stage) and named inputs. */
+  readonly bindings: Readonly<{ input?: string; inputs: Readonly<Record<string, string>> }>;
+  /**
+   * A copy reading its main input from the stage with this id (a branch off an earlier stage), or
+   * binding named inputs to stage ids (`{ web: "quality-filter", books: "books-dedupe" }`).
+   */
+  from(binding: string | Record<string, string>): Stage<In, Out, C>;
   /** The validated, JSON-serialisable config. */
   readonly config: C;
   /** What the stage may do beyond its default grant (resolved from its config). */
@@ -183,6 +198,8 @@ export interface StageDefinition<In extends Kind | null, Out extends Kind, S ext
   input: In;
   output: Out;
   uses?: Record<string, Kind>;
+  /** Named inputs bound by stage id (slot → kind), a value or a function of the config. */
+  inputs?: Record<string, Kind> | ((config: z.output<S>) => Record<string, Kind>);
   /** A zod schema for the config; its defaults are applied and its errors name the field. */
   schema: S;
   /** What the stage needs beyond its default grant; a function of the validated config, or a value. */
@@ -213,6 +230,7 @@ export function defineStage<In extends Kind | null, Out extends Kind, S extends 
     config: z.input<S> | undefined,
     id: string,
     integrity?: string,
+    bindings: Stage["bindings"] = { inputs: {} },
   ): Stage<In, Out, z.output<S>> => {
     if (integrity !== undefined && !/^sha256-[0-9a-f]{64}$/.test(integrity)) {
       throw new PipelineError(
@@ -229,13 +247,24 @@ export function defineStage<In extends Kind | null, Out extends Kind, S extends 
       input: def.input,
       output: def.output,
       uses: Object.freeze({ ...def.uses }),
+      inputs: Object.freeze({ ...(typeof def.inputs === "function" ? def.inputs(value) : def.inputs) }),
+      bindings,
       config: value,
       permissions: permissions ?? {},
       fingerprint: async () => def.fingerprint ? await def.fingerprint(value) : null,
       id,
       integrity,
-      as: (newId: string) => make(config, newId, integrity),
-      pin: (digest: string) => make(config, id, digest),
+      as: (newId: string) => make(config, newId, integrity, bindings),
+      pin: (digest: string) => make(config, id, digest, bindings),
+      from: (binding: string | Record<string, string>) =>
+        make(
+          config,
+          id,
+          integrity,
+          typeof binding === "string"
+            ? { ...bindings, input: binding }
+            : { ...bindings, inputs: { ...bindings.inputs, ...binding } },
+        ),
       run: def.run,
     });
   };

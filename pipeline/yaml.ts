@@ -153,11 +153,11 @@ export async function loadPipelineYaml(
     if (!isMap(item)) throw new PipelineError(`${where}: each stage is a mapping with "stage" and "config"`);
     for (const pair of item.items) {
       const key = isScalar(pair.key) ? String(pair.key.value) : "";
-      if (!["stage", "id", "config", "integrity"].includes(key)) {
+      if (!["stage", "id", "config", "from", "integrity"].includes(key)) {
         throw new PipelineError(
           `${
             locate(counter, file, pair.key as Node)
-          }: unknown field "${key}" (expected stage, id, config, integrity)`,
+          }: unknown field "${key}" (expected stage, id, config, from, integrity)`,
         );
       }
     }
@@ -207,11 +207,25 @@ export async function loadPipelineYaml(
     if (integrity !== undefined && typeof integrity !== "string") {
       throw new PipelineError(`${where}: "integrity" must be a string (sha256-…)`);
     }
+    // from: an earlier stage's id (this stage reads it: a branch) or { input: id } for named inputs.
+    const from = item.get("from", true) as Node | undefined;
+    const fromValue = from ? (from as unknown as { toJSON(): unknown }).toJSON() : undefined;
+    const isBindings = (v: unknown): v is Record<string, string> =>
+      !!v && typeof v === "object" && !Array.isArray(v) &&
+      Object.values(v).every((x) => typeof x === "string");
+    if (fromValue !== undefined && typeof fromValue !== "string" && !isBindings(fromValue)) {
+      throw new PipelineError(
+        `${locate(counter, file, from)}: "from" is a stage id or a mapping of input names to stage ids`,
+      );
+    }
     try {
       if (id) stage = stage.as(id);
       if (integrity) stage = stage.pin(integrity);
+      if (fromValue !== undefined) stage = stage.from(fromValue as string | Record<string, string>);
+      // A source after other stages, or a stage reading an earlier one by id, starts a branch.
+      const branch = (stage.input === null && p.stages.length > 0) || stage.bindings.input !== undefined;
       // deno-lint-ignore no-explicit-any
-      p = p.pipe(stage as Stage<any, Kind, unknown>);
+      p = branch ? p.branch(stage) : p.pipe(stage as Stage<any, Kind, unknown>);
     } catch (e) {
       if (e instanceof PipelineError) throw new PipelineError(`${where}: ${e.message}`);
       throw e;

@@ -14,6 +14,7 @@ const LOADERS: Record<string, () => Promise<Factory>> = {
   "quality-filter": async () => (await import("./quality_filter.ts")).qualityFilter as unknown as Factory,
   "export-parquet": async () => (await import("./export_parquet.ts")).exportParquet as unknown as Factory,
   tokenize: async () => (await import("./tokenize.ts")).tokenize as unknown as Factory,
+  mix: async () => (await import("./mix.ts")).mix as unknown as Factory,
   pretrain: async () => (await import("./pretrain.ts")).pretrain as unknown as Factory,
   sft: async () => (await import("./sft.ts")).sft as unknown as Factory,
   "reward-model": async () => (await import("./reward_model.ts")).rewardModel as unknown as Factory,
