@@ -25,7 +25,7 @@ import { join, resolve } from "node:path";
 import { type Artifact, commitArtifact, openArtifact } from "./artifact.ts";
 import { type ModuleGraph, moduleGraph, ModuleStore } from "./code_hash.ts";
 import { ArtifactError, InterruptedError, isKilnError, PermissionError, PipelineError } from "./errors.ts";
-import { grantFlags, runStageProcess, stageFlags, stageGrant } from "./sandbox.ts";
+import { grantFlags, runStageJobOnSlurm, runStageProcess, stageFlags, stageGrant } from "./sandbox.ts";
 import { slurm, SLURM_COMMANDS, type SlurmExecutor } from "./slurm.ts";
 import { Journal } from "./journal.ts";
 import { cacheKey, explainChange, type KeyParts } from "./keys.ts";
@@ -663,7 +663,10 @@ class Runner {
     await journal.write("stage-start", { stage: stage.id, key, resumed, parts, grant: grantFlags(grant) });
     let stats: Record<string, unknown>;
     try {
-      stats = await runStageProcess(
+      // Under Slurm, a stage that trains a model runs as one batch job (with the executor's GPUs);
+      // data stages run here and send their shards out as job arrays.
+      const asJob = this.executor && (stage.output === "model" || stage.output === "reward-model");
+      stats = await (asJob ? runStageJobOnSlurm : runStageProcess)(
         {
           module: stage.module,
           name: stage.name,
@@ -691,6 +694,7 @@ class Runner {
             journal.write("log", { stage: stage.id, message });
           },
         },
+        this.executor?.options ?? {},
       );
     } catch (e) {
       const err = controller.signal.aborted

@@ -16,7 +16,7 @@
  * What it costs is measured in BENCHMARKS.md (about 60 ms a stage).
  * @module
  */
-import { dirname, isAbsolute, resolve, sep } from "node:path";
+import { dirname, isAbsolute, join, resolve, sep } from "node:path";
 import { fileURLToPath as fromFileUrl } from "node:url";
 import {
   ArtifactError,
@@ -215,6 +215,73 @@ export interface StageProcessHooks {
   log(message: string): void;
 }
 
+/** Reads a stage process's protocol lines: progress and log lines go to `hooks`, the outcome is kept. */
+class StageMessages {
+  last?: StageMessage;
+  stats: Record<string, unknown> = {};
+  #buffer = "";
+  #decoder = new TextDecoder();
+
+  constructor(readonly hooks: StageProcessHooks, readonly passThrough: boolean) {}
+
+  push(chunk: Uint8Array) {
+    this.#buffer += this.#decoder.decode(chunk, { stream: true });
+    let nl;
+    while ((nl = this.#buffer.indexOf("\n")) >= 0) {
+      this.#line(this.#buffer.slice(0, nl));
+      this.#buffer = this.#buffer.slice(nl + 1);
+    }
+  }
+
+  end() {
+    if (this.#buffer) this.#line(this.#buffer);
+    this.#buffer = "";
+  }
+
+  #line(line: string) {
+    if (!line.startsWith(PREFIX)) {
+      if (line && this.passThrough) console.error(line);
+      return;
+    }
+    const message = JSON.parse(line.slice(PREFIX.length)) as StageMessage;
+    if (message.type === "progress") {
+      const { type: _, ...p } = message;
+      this.hooks.progress(p);
+    } else if (message.type === "log") this.hooks.log(message.message);
+    else {
+      this.last = message;
+      this.stats = message.stats;
+    }
+  }
+
+  /** The stage's stats when it finished, else its error as the runner reports it. */
+  outcome(jobId: string, ended: string): Record<string, unknown> {
+    const { last, stats } = this;
+    if (last?.type === "done") return stats;
+    if (this.hooks.signal.aborted || last?.type === "error" && last.error.name === "InterruptedError") {
+      throw new InterruptedError("interrupted");
+    }
+    if (last?.type === "error") {
+      const { name, message, stack, permission, fields } = last.error;
+      if (permission) {
+        const kind = permission.match(/Requires (\w+) access/)?.[1] ?? "";
+        const what = permission.split("\n")[0].replace(/, run again with.*$/, "").replace(/^.*Requires /, "");
+        throw Object.assign(
+          new PermissionError(`stage "${jobId}" was refused ${what}: ${howToGrant(kind)}`),
+          { stats },
+        );
+      }
+      // kiln's errors keep their class (a ConfigError stays one) and their one-line message.
+      const kilnClass = KILN_ERRORS[name];
+      const err = kilnClass
+        ? Object.assign(Object.setPrototypeOf(new KilnError(message), kilnClass.prototype), fields, { name })
+        : Object.assign(new Error(message), { stack: `${name}: ${message}\n${stack ?? ""}` });
+      throw Object.assign(err, { stats });
+    }
+    throw Object.assign(new KilnError(`stage "${jobId}": ${ended}`), { stats });
+  }
+}
+
 /**
  * Runs a stage in its own process under `grant` and resolves with its stats; rejects with the
  * stage's error (kiln errors keep their one-line form), a {@linkcode PermissionError} naming what
@@ -226,12 +293,7 @@ export async function runStageProcess(
   importMap: string | undefined,
   hooks: StageProcessHooks,
 ): Promise<Record<string, unknown>> {
-  const args = [
-    "run",
-    "--quiet",
-    ...stageFlags(grant, importMap),
-    new URL("./stage_process.ts", import.meta.url).href,
-  ];
+  const args = ["run", "--quiet", ...stageFlags(grant, importMap), STAGE_PROCESS];
   const child = new Deno.Command(Deno.execPath(), {
     args,
     stdin: "piped",
@@ -248,63 +310,13 @@ export async function runStageProcess(
     } catch { /* already gone */ }
   };
   hooks.signal.addEventListener("abort", stop, { once: true });
-  let last: StageMessage | undefined;
-  let stats: Record<string, unknown> = {};
+  const messages = new StageMessages(hooks, true);
   try {
-    let buffer = "";
-    const decoder = new TextDecoder();
-    const handle = (line: string) => {
-      if (!line.startsWith(PREFIX)) {
-        if (line) console.error(line);
-        return;
-      }
-      const message = JSON.parse(line.slice(PREFIX.length)) as StageMessage;
-      if (message.type === "progress") {
-        const { type: _, ...p } = message;
-        hooks.progress(p);
-      } else if (message.type === "log") hooks.log(message.message);
-      else {
-        last = message;
-        stats = message.stats;
-      }
-    };
-    for await (const chunk of child.stdout) {
-      buffer += decoder.decode(chunk, { stream: true });
-      let nl;
-      while ((nl = buffer.indexOf("\n")) >= 0) {
-        handle(buffer.slice(0, nl));
-        buffer = buffer.slice(nl + 1);
-      }
-    }
-    if (buffer) handle(buffer);
+    for await (const chunk of child.stdout) messages.push(chunk);
+    messages.end();
     const status = await child.status;
-    if (last?.type === "done" && status.code === 0) return stats;
-    if (hooks.signal.aborted || last?.type === "error" && last.error.name === "InterruptedError") {
-      throw new InterruptedError("interrupted");
-    }
-    if (last?.type === "error") {
-      const { name, message, stack, permission, fields } = last.error;
-      if (permission) {
-        const kind = permission.match(/Requires (\w+) access/)?.[1] ?? "";
-        const what = permission.split("\n")[0].replace(/, run again with.*$/, "").replace(/^.*Requires /, "");
-        throw Object.assign(
-          new PermissionError(`stage "${job.id}" was refused ${what}: ${howToGrant(kind)}`),
-          { stats },
-        );
-      }
-      // kiln's errors keep their class (a ConfigError stays one) and their one-line message.
-      const kilnClass = KILN_ERRORS[name];
-      const err = kilnClass
-        ? Object.assign(Object.setPrototypeOf(new KilnError(message), kilnClass.prototype), fields, { name })
-        : Object.assign(new Error(message), { stack: `${name}: ${message}\n${stack ?? ""}` });
-      throw Object.assign(err, { stats });
-    }
-    throw Object.assign(
-      new KilnError(
-        `stage "${job.id}": its process ended with ${status.signal ?? `exit code ${status.code}`}`,
-      ),
-      { stats },
-    );
+    if (messages.last?.type === "done" && status.code !== 0) messages.last = undefined;
+    return messages.outcome(job.id, `its process ended with ${status.signal ?? `exit code ${status.code}`}`);
   } finally {
     hooks.signal.removeEventListener("abort", stop);
     await stdin.close().catch(() => {});
@@ -312,4 +324,64 @@ export async function runStageProcess(
       child.kill("SIGKILL");
     } catch { /* already gone */ }
   }
+}
+
+const STAGE_PROCESS = new URL("./stage_process.ts", import.meta.url).href;
+
+/**
+ * Runs a stage as one Slurm batch job (a training stage under the Slurm executor, with its `gpus`):
+ * the same stage process, reading its job from a file in the work directory, with the same grant less
+ * starting processes; its protocol lines are read from the job's log as it runs. A job this work
+ * directory already submitted and that is still queued or running (the driver was killed) is adopted.
+ */
+export async function runStageJobOnSlurm(
+  job: StageJob,
+  grant: Grant,
+  importMap: string | undefined,
+  hooks: StageProcessHooks,
+  slurm: Record<string, unknown>,
+): Promise<Record<string, unknown>> {
+  const { submitJob, waitForJob, queueStates, isLive } = await import("./slurm.ts");
+  const dir = join(job.dirs.state, "slurm-job");
+  await Deno.mkdir(dir, { recursive: true });
+  const [jobFile, log, idFile] = ["job.json", "stage.log", "job-id"].map((n) => join(dir, n));
+  let jobId = await Deno.readTextFile(idFile).then((t) => t.trim(), () => undefined);
+  if (jobId && !isLive((await queueStates([jobId])).get(jobId)?.state ?? "GONE")) jobId = undefined;
+  if (jobId) hooks.log(`adopting Slurm job ${jobId} (log: ${log})`);
+  else {
+    await Deno.writeTextFile(jobFile, JSON.stringify(job));
+    await Deno.remove(log).catch(() => {});
+    const flags = stageFlags({ ...grant, run: [] }, importMap);
+    const deno = typeof slurm.deno === "string" ? slurm.deno : Deno.execPath();
+    jobId = await submitJob(slurm, {
+      name: `kiln-${job.id}`,
+      command: [deno, "run", "--quiet", ...flags, STAGE_PROCESS, "--job", jobFile],
+      log,
+    });
+    await Deno.writeTextFile(idFile, jobId);
+    hooks.log(`submitted Slurm job ${jobId} (log: ${log})`);
+  }
+  // Follow the log while the job runs: its progress and log lines are the stage's.
+  const messages = new StageMessages(hooks, false);
+  let offset = 0;
+  const follow = async () => {
+    const bytes = await Deno.readFile(log).catch(() => new Uint8Array());
+    if (bytes.length > offset) messages.push(bytes.subarray(offset));
+    offset = Math.max(offset, bytes.length);
+  };
+  let failure: unknown;
+  const timer = setInterval(() => follow().catch(() => {}), 1000);
+  try {
+    await waitForJob(jobId, { signal: hooks.signal, log, onState: () => follow() });
+  } catch (e) {
+    failure = e;
+  } finally {
+    clearInterval(timer);
+  }
+  await follow();
+  messages.end();
+  await Deno.remove(idFile).catch(() => {});
+  if (failure instanceof InterruptedError) throw failure;
+  if (failure && !messages.last) throw failure;
+  return messages.outcome(job.id, `Slurm job ${jobId} ended without a result; log: ${log}`);
 }

@@ -58,7 +58,11 @@ async function readJobAndWatchRunner(): Promise<string> {
 async function main() {
   // A stage's own console output must not mix with the protocol lines.
   console.log = console.info = console.debug = console.error;
-  const job: StageJob = JSON.parse(await readJobAndWatchRunner());
+  // `--job FILE`: a Slurm batch job (no runner on stdin to watch); otherwise the job comes on stdin.
+  const jobFile = Deno.args[0] === "--job" ? Deno.args[1] : undefined;
+  const job: StageJob = JSON.parse(
+    jobFile ? await Deno.readTextFile(jobFile) : await readJobAndWatchRunner(),
+  );
   const stats = new StageStats();
   const controller = new AbortController();
   const onSignal = () => controller.abort(new InterruptedError("interrupted"));

@@ -404,3 +404,23 @@ Deno.test(
     }
   },
 );
+
+Deno.test(
+  "the demo up to pretrain on Slurm: data stages as arrays, pretrain as one batch job, the same artifacts",
+  onCluster,
+  async () => {
+    const { demo } = await import("../examples/demo.ts");
+    const local = await demo.execute({ workdir: await Deno.makeTempDir(), until: "pretrain", quiet: true });
+    const onSlurm = await demo.execute({
+      workdir: await Deno.makeTempDir(),
+      until: "pretrain",
+      executor: "slurm",
+      quiet: true,
+    });
+    for (const id of ["crawl", "dedupe", "quality-filter", "tokenize", "pretrain"]) {
+      deepStrictEqual(onSlurm.artifacts[id].digest, local.artifacts[id].digest, id);
+    }
+    const journal = await Deno.readTextFile(onSlurm.journal);
+    ok(/submitted Slurm job \d+/.test(journal), "pretrain ran as a batch job");
+  },
+);
