@@ -4,10 +4,8 @@
  * (`stage: ./examples/shout.ts`), or serve it and import it by URL.
  * @module
  */
-import { z } from "npm:zod@^4.6.7";
-import { defineStage } from "../pipeline/stage.ts";
-import type { ShardEnv } from "../pipeline/pool.ts";
-import { DocumentWriter, readDocuments } from "../stages/documents.ts";
+import { defineStage, documentShards, DocumentWriter, readDocuments, z } from "../mod.ts";
+import type { ShardEnv } from "../mod.ts";
 
 export const shout = defineStage({
   name: "shout",
@@ -18,9 +16,10 @@ export const shout = defineStage({
   schema: z.object({ suffix: z.string().default("!") }), // errors name the field
   description: "upper-cases every document (an example stage)",
   async run(ctx) {
-    // One task per input shard, on the worker pool; finished shards are skipped on a rerun and
-    // results come back in task order, so the output is the same with any number of workers.
-    const tasks = ctx.input.files(".jsonl.gz").map((f) => ({
+    // One task per document shard (documentShards leaves out what an earlier stage set aside under
+    // excluded/), on the worker pool; finished shards are skipped on a rerun and results come back in
+    // task order, so the output is the same with any number of workers.
+    const tasks = documentShards(ctx.input).map((f) => ({
       id: f,
       args: { path: ctx.input.path(f), name: f, suffix: ctx.config.suffix },
     }));
@@ -40,7 +39,7 @@ interface ShoutArgs {
 
 /** The shard function: reads one input shard, writes one output shard (atomically). */
 export async function shoutShard(args: ShoutArgs, env: ShardEnv): Promise<number> {
-  const writer = new DocumentWriter(await env.out.create(args.name), true);
+  const writer = new DocumentWriter(await env.out.create(args.name), args.name.endsWith(".gz")); // atomic
   for await (const { doc } of readDocuments(args.path)) {
     await writer.write({ ...doc, text: doc.text.toUpperCase() + args.suffix });
   }

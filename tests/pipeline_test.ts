@@ -335,6 +335,32 @@ Deno.test("the CI example YAML names built-in stages that load and connect", asy
   assert.deepEqual(p.stages.map((s) => s.id), ["crawl", "dedupe", "quality-filter"]);
 });
 
+/** A source with two kept documents and one set aside under excluded/, as the quality filter leaves them. */
+export const keptAndExcluded = defineStage({
+  name: "kept-and-excluded",
+  version: 1,
+  module: import.meta.url,
+  input: null,
+  output: "documents",
+  schema: z.object({}),
+  async run(ctx) {
+    await ctx.out.writeText("part-0.jsonl", '{"id":"a","text":"one"}\n{"id":"b","text":"two"}\n');
+    await ctx.out.writeText("excluded/gopher/part-0.jsonl", '{"id":"c","text":"dropped"}\n');
+  },
+});
+
+Deno.test("the README's shout stage shouts the kept documents only, not those set aside under excluded/", async () => {
+  const { shout } = await import("../examples/shout.ts");
+  const result = await pipeline("shout", { workdir: await Deno.makeTempDir() })
+    .pipe(keptAndExcluded({})).pipe(shout({ suffix: "!" })).execute({ quiet: true });
+  assert.equal(result.artifacts.shout.stats.documents, 2);
+  assert.deepEqual(result.artifacts.shout.files(), ["part-0.jsonl"]);
+  assert.equal(
+    await result.artifacts.shout.readText("part-0.jsonl"),
+    '{"id":"a","text":"ONE!"}\n{"id":"b","text":"TWO!"}\n',
+  );
+});
+
 Deno.test("a pinned stage runs only the code it was pinned to; a mismatch names the module", async () => {
   const workdir = await Deno.makeTempDir();
   const statuses = await pipeline("pinned", { workdir }).pipe(numbers({})).execute({ command: "plan" });
@@ -343,7 +369,9 @@ Deno.test("a pinned stage runs only the code it was pinned to; a mismatch names 
   const result = await pipeline("pinned", { workdir }).pipe(numbers({}).pin(code)).execute({ quiet: true });
   assert.equal(result.stages[0].action, "ran");
   await assert.rejects(
-    pipeline("pinned", { workdir }).pipe(numbers({}).pin(`sha256-${"0".repeat(64)}`)).execute({ quiet: true }),
+    pipeline("pinned", { workdir }).pipe(numbers({}).pin(`sha256-${"0".repeat(64)}`)).execute({
+      quiet: true,
+    }),
     /stage "numbers": the code of file:.*numbers\.ts \(and what it imports\) does not match its pinned integrity/,
   );
   assert.throws(() => numbers({}).pin("md5-abc"), /sha256-<64 hex digits>/);
@@ -352,5 +380,9 @@ Deno.test("a pinned stage runs only the code it was pinned to; a mismatch names 
 Deno.test("reference docs: docs/stages.md is what `kiln stages --docs` generates from the schemas", async () => {
   const { stagesReference } = await import("../pipeline/cli.ts");
   const docs = await Deno.readTextFile(new URL("../docs/stages.md", import.meta.url));
-  assert.equal(docs.trim(), (await stagesReference()).trim(), "run: deno task kiln stages --docs > docs/stages.md");
+  assert.equal(
+    docs.trim(),
+    (await stagesReference()).trim(),
+    "run: deno task kiln stages --docs > docs/stages.md",
+  );
 });
