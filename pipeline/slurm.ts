@@ -362,7 +362,10 @@ export function nodeDenoFlags(paths: { read: string[]; write: string[]; env?: st
   return flags;
 }
 
-const KILN_ROOT = fileURLToPath(new URL("..", import.meta.url));
+/** kiln's own folder, when kiln is loaded from files (nodes then read its modules there). */
+const KILN_ROOT = import.meta.url.startsWith("file:")
+  ? fileURLToPath(new URL("..", import.meta.url))
+  : undefined;
 const TASK_ENTRY = new URL("./slurm_task.ts", import.meta.url);
 
 // ---- shard arrays -------------------------------------------------------------------------------
@@ -746,7 +749,11 @@ class ShardArrayDriver<A> {
     if (!flags) {
       // Deno checks read permission for a dynamically imported module and every local file it imports.
       const graph = await moduleGraph(this.worker.module);
-      const read = [KILN_ROOT, ...graph.files.map((f) => dirname(f)), ...(this.opts.read ?? [])];
+      const read = [
+        ...KILN_ROOT ? [KILN_ROOT] : [],
+        ...graph.files.map((f) => dirname(f)),
+        ...(this.opts.read ?? []),
+      ];
       flags = nodeDenoFlags({ read, write: [this.opts.out.outDir, this.opts.checkpoint.dir] });
     }
     const entry = TASK_ENTRY.protocol === "file:" ? fileURLToPath(TASK_ENTRY) : TASK_ENTRY.href;
