@@ -721,8 +721,10 @@ stages:
     config: { files: *pages, minChars: *min }
 `,
     );
-    // The third stage takes no input: the error is about that, so its config (with aliases) was valid.
-    await assert.rejects(loadPipelineYaml(path, builtinStage), /stage "again": takes no input/);
+    // The third stage starts a second branch; the aliases gave it the first one's values.
+    const again = (await loadPipelineYaml(path, builtinStage)).stages.find((s) => s.id === "again");
+    const config = again?.config as { files?: string[]; minChars?: number } | undefined;
+    assert.deepEqual([config?.files, config?.minChars], [[`${dir}/*.html`], 3]);
     // Found by the fuzz (KILN_TEST_SEED=10, yaml case 55): an alias inside its own anchor.
     await Deno.writeTextFile(
       path,

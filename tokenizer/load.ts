@@ -14,7 +14,7 @@
  * @module
  */
 import { DataError } from "../pipeline/errors.ts";
-import { fromBase64, Tokenizer } from "./tokenizer.ts";
+import { fromBase64, MAX_VOCAB_SIZE, Tokenizer } from "./tokenizer.ts";
 import { CL100K_PATTERN, GPT2_PATTERN, isKnownPattern, pretokenizer } from "./pretokenize.ts";
 
 /** Tokenizers loadable by name (from `npm:js-tiktoken`'s ranks). */
@@ -67,19 +67,20 @@ export interface RankFileOptions {
 export function fromTiktoken(text: string, opts: RankFileOptions = {}, file = "ranks.tiktoken"): Tokenizer {
   if (opts.pattern !== undefined) checkPattern(opts.pattern, file, "pattern (option)");
   const tokens: Uint8Array[] = [];
+  const owners = new Map<number, string>();
   const lines = text.split("\n");
   for (let i = 0; i < lines.length; i++) {
     const line = lines[i].trim();
     if (!line) continue;
     const [b64, rank, extra] = line.split(" ");
-    const id = Number(rank);
-    if (extra !== undefined || !Number.isInteger(id) || id < 0) {
+    if (extra !== undefined || rank === undefined || !/^\d+$/.test(rank)) {
       throw new DataError(file, `${i + 1}`, 'expected "<base64 token> <rank>"');
     }
+    const id = checkId(Number(rank), owners, `line ${i + 1}`, file, `${i + 1}`);
     try {
       tokens[id] = fromBase64(b64);
     } catch {
-      throw new DataError(file, `${i + 1}`, `invalid base64 "${b64}"`);
+      throw new DataError(file, `${i + 1}`, `invalid base64 ${show(b64)}`);
     }
   }
   return build(file, { tokens: Array.from(tokens, (t) => t ?? null), ...opts });
@@ -118,110 +119,148 @@ export function fromGpt2Files(
   vocabBpe: string,
   files = { encoder: "encoder.json", vocab: "vocab.bpe" },
 ): Tokenizer {
-  let encoder: Record<string, number>;
+  let encoder: unknown;
   try {
     encoder = JSON.parse(encoderJson);
   } catch (e) {
     throw new DataError(files.encoder, undefined, `not JSON (${(e as Error).message})`);
   }
+  if (!isObject(encoder)) throw new DataError(files.encoder, undefined, "not a JSON object (token → id)");
   const toBytes = unicodeDecoder(files.encoder);
   const tokens: (Uint8Array | null)[] = [];
-  const specialTokens: Record<string, number> = {};
+  const specialTokens: [string, number][] = [];
   const ids = new Map<string, number>();
-  for (const [token, id] of Object.entries(encoder)) {
-    if (!Number.isInteger(id)) {
-      throw new DataError(files.encoder, JSON.stringify(token), "id is not an integer");
-    }
-    if (/^<\|.*\|>$/.test(token)) specialTokens[token] = id;
-    else tokens[id] = toBytes(token, JSON.stringify(token));
+  const owners = new Map<number, string>();
+  for (const [token, value] of Object.entries(encoder)) {
+    const where = JSON.stringify(token);
+    const id = checkId(value, owners, where, files.encoder, where);
+    if (/^<\|.*\|>$/.test(token)) specialTokens.push([token, id]);
+    else tokens[id] = toBytes(token, where);
     ids.set(token, id);
   }
-  const merges = parseMerges(vocabBpe.split("\n"), ids, files.vocab);
-  return build(files.encoder, { tokens: Array.from(tokens, (t) => t ?? null), merges, specialTokens });
+  const merges = parseMerges(vocabBpe.split(/\r?\n/), ids, files.vocab, (i) => `${i + 1}`);
+  return build(files.encoder, {
+    tokens: Array.from(tokens, (t) => t ?? null),
+    merges,
+    specialTokens: Object.fromEntries(specialTokens),
+  });
 }
 
-function parseMerges(lines: (string | [string, string])[], ids: Map<string, number>, file: string) {
+/** Merges as `"a b"` strings (`vocab.bpe`, older tokenizer.json) or `["a", "b"]` pairs, to id pairs. */
+function parseMerges(
+  lines: unknown[],
+  ids: Map<string, number>,
+  file: string,
+  where: (index: number) => string,
+): [number, number][] {
   const merges: [number, number][] = [];
   lines.forEach((line, i) => {
     if (typeof line === "string" && (line.startsWith("#version") || line.trim() === "")) return;
-    const [a, b] = typeof line === "string" ? line.split(" ") : line;
+    const pair = typeof line === "string" ? line.split(" ") : line;
+    if (
+      !Array.isArray(pair) || pair.length !== 2 || typeof pair[0] !== "string" || typeof pair[1] !== "string"
+    ) {
+      throw new DataError(file, where(i), `expected a merge "a b" or ["a", "b"], not ${show(line)}`);
+    }
+    const [a, b] = pair;
     const left = ids.get(a), right = ids.get(b);
     if (left === undefined || right === undefined) {
-      throw new DataError(file, `${i + 1}`, `merge "${a} ${b}" names a token not in the vocabulary`);
+      throw new DataError(file, where(i), `merge "${a} ${b}" names a token not in the vocabulary`);
     }
     merges.push([left, right]);
   });
   return merges;
 }
 
-interface HfTokenizerJson {
-  model?: {
-    type?: string;
-    vocab?: Record<string, number>;
-    merges?: (string | [string, string])[];
-    ignore_merges?: boolean;
-    byte_fallback?: boolean;
-  };
-  pre_tokenizer?: HfPreTokenizer | null;
-  added_tokens?: { id: number; content: string; special?: boolean }[];
-}
-interface HfPreTokenizer {
-  type: string;
-  use_regex?: boolean;
-  add_prefix_space?: boolean;
-  pattern?: { Regex?: string; String?: string };
-  behavior?: string;
-  pretokenizers?: HfPreTokenizer[];
-}
-
 /**
  * A Hugging Face `tokenizer.json` with a BPE model and byte-level pre-tokenisation: `ByteLevel`
  * (GPT-2's pattern) or a `Sequence` of one `Split` regex (Isolated) and `ByteLevel` without regex
  * (Llama 3, Qwen). Added tokens become special tokens. Other models, prefix spaces and normalizers
- * that change text are refused with the field that is not supported.
+ * that change text are refused with the field that is not supported; so is every value of the wrong
+ * type, and ids that are not unique integers below {@linkcode MAX_VOCAB_SIZE}.
  */
 export function fromHuggingFace(jsonText: string, file = "tokenizer.json"): Tokenizer {
-  let json: HfTokenizerJson & { normalizer?: { type?: string } | null };
+  let json: unknown;
   try {
     json = JSON.parse(jsonText);
   } catch (e) {
     throw new DataError(file, undefined, `not JSON (${(e as Error).message})`);
   }
+  if (!isObject(json)) throw new DataError(file, undefined, "not a JSON object");
   const model = json.model;
-  if (model?.type !== "BPE" && !(model && model.type === undefined && model.merges)) {
-    throw new DataError(file, "model.type", `only BPE models are supported, not ${model?.type}`);
+  if (!isObject(model)) throw new DataError(file, "model", "missing or not an object");
+  if (model.type !== "BPE" && !(model.type === undefined && model.merges)) {
+    throw new DataError(file, "model.type", `only BPE models are supported, not ${show(model.type)}`);
   }
-  if (!model.vocab || !model.merges) throw new DataError(file, "model", "missing vocab or merges");
+  const { vocab, merges } = model;
+  if (vocab === undefined || merges === undefined) {
+    throw new DataError(file, "model", "missing vocab or merges");
+  }
+  if (!isObject(vocab)) throw new DataError(file, "model.vocab", "not an object (token → id)");
+  if (!Array.isArray(merges)) throw new DataError(file, "model.merges", "not an array");
+  if (model.ignore_merges !== undefined && typeof model.ignore_merges !== "boolean") {
+    throw new DataError(file, "model.ignore_merges", `not true or false: ${show(model.ignore_merges)}`);
+  }
   if (json.normalizer) {
-    throw new DataError(
-      file,
-      "normalizer",
-      `normalizer ${json.normalizer.type} is not supported (byte-level BPE)`,
-    );
+    const type = isObject(json.normalizer) ? json.normalizer.type : json.normalizer;
+    throw new DataError(file, "normalizer", `normalizer ${show(type)} is not supported (byte-level BPE)`);
   }
   const pattern = hfPattern(json.pre_tokenizer, file);
+  const added = addedTokens(json.added_tokens, file);
   const toBytes = unicodeDecoder(file);
   const tokens: (Uint8Array | null)[] = [];
   const ids = new Map<string, number>();
-  const specialTokens: Record<string, number> = {};
-  const added = new Set((json.added_tokens ?? []).map((t) => t.content));
-  for (const [token, id] of Object.entries(model.vocab)) {
+  const owners = new Map<number, string>();
+  for (const [token, value] of Object.entries(vocab)) {
+    const where = `model.vocab[${JSON.stringify(token)}]`;
+    const id = checkId(value, owners, where, file, where);
     ids.set(token, id);
-    if (!added.has(token)) tokens[id] = toBytes(token, `model.vocab[${JSON.stringify(token)}]`);
+    if (!added.has(token)) tokens[id] = toBytes(token, where);
   }
-  for (const t of json.added_tokens ?? []) specialTokens[t.content] = t.id;
-  const merges = parseMerges(model.merges, ids, file);
+  // An added token is in the vocabulary under its own id, or outside it under an id no token has.
+  for (const [content, { id, where }] of added) {
+    const own = ids.get(content);
+    if (own !== undefined && own !== id) {
+      throw new DataError(file, `${where}.id`, `${id}, but model.vocab gives ${show(content)} id ${own}`);
+    }
+    if (own === undefined && owners.has(id)) {
+      throw new DataError(file, `${where}.id`, `id ${id} is taken by ${owners.get(id)}`);
+    }
+  }
   return build(file, {
     tokens: Array.from(tokens, (t) => t ?? null),
-    merges,
+    merges: parseMerges(merges, ids, file, (i) => `model.merges[${i}]`),
     pattern,
-    specialTokens,
+    specialTokens: Object.fromEntries([...added].map(([content, { id }]) => [content, id])),
     ignoreMerges: model.ignore_merges ?? false,
   });
 }
 
-function hfPattern(pre: HfPreTokenizer | null | undefined, file: string): string {
-  const byteLevel = (p: HfPreTokenizer, where: string) => {
+/** `added_tokens`: content → id and the entry's field path; contents and ids unique. */
+function addedTokens(list: unknown, file: string): Map<string, { id: number; where: string }> {
+  const added = new Map<string, { id: number; where: string }>();
+  if (list === undefined || list === null) return added;
+  if (!Array.isArray(list)) throw new DataError(file, "added_tokens", "not an array");
+  const owners = new Map<number, string>();
+  list.forEach((t, i) => {
+    const where = `added_tokens[${i}]`;
+    if (!isObject(t)) throw new DataError(file, where, `not an object: ${show(t)}`);
+    if (typeof t.content !== "string" || t.content === "") {
+      throw new DataError(file, `${where}.content`, `not a non-empty string: ${show(t.content)}`);
+    }
+    if (added.has(t.content)) {
+      throw new DataError(file, where, `${show(t.content)} is also ${added.get(t.content)!.where}`);
+    }
+    added.set(t.content, { id: checkId(t.id, owners, where, file, `${where}.id`), where });
+  });
+  return added;
+}
+
+function hfPattern(pre: unknown, file: string): string {
+  if (pre !== undefined && pre !== null && !isObject(pre)) {
+    throw new DataError(file, "pre_tokenizer", `not an object: ${show(pre)}`);
+  }
+  const byteLevel = (p: Record<string, unknown>, where: string) => {
     if (p.add_prefix_space) {
       throw new DataError(file, `${where}.add_prefix_space`, "add_prefix_space is not supported");
     }
@@ -230,22 +269,74 @@ function hfPattern(pre: HfPreTokenizer | null | undefined, file: string): string
     byteLevel(pre, "pre_tokenizer");
     return GPT2_PATTERN;
   }
-  const seq = pre?.type === "Sequence" ? pre.pretokenizers ?? [] : [];
-  const [split, bl] = seq;
-  if (seq.length === 2 && split.type === "Split" && bl.type === "ByteLevel" && bl.use_regex === false) {
-    byteLevel(bl, "pre_tokenizer.pretokenizers[1]");
-    const regex = split.pattern?.Regex;
-    if (regex === undefined || split.behavior !== "Isolated") {
-      throw new DataError(
-        file,
-        "pre_tokenizer.pretokenizers[0]",
-        "only an Isolated Regex split is supported",
-      );
+  if (pre?.type === "Sequence") {
+    const seq = pre.pretokenizers ?? [];
+    if (!Array.isArray(seq)) throw new DataError(file, "pre_tokenizer.pretokenizers", "not an array");
+    seq.forEach((p, i) => {
+      if (!isObject(p)) {
+        throw new DataError(file, `pre_tokenizer.pretokenizers[${i}]`, `not an object: ${show(p)}`);
+      }
+    });
+    const [split, bl] = seq as Record<string, unknown>[];
+    if (seq.length === 2 && split.type === "Split" && bl.type === "ByteLevel" && bl.use_regex === false) {
+      byteLevel(bl, "pre_tokenizer.pretokenizers[1]");
+      const regex = isObject(split.pattern) ? split.pattern.Regex : undefined;
+      if (typeof regex !== "string" || split.behavior !== "Isolated") {
+        throw new DataError(
+          file,
+          "pre_tokenizer.pretokenizers[0]",
+          "only an Isolated Regex split is supported",
+        );
+      }
+      checkPattern(regex, file, "pre_tokenizer.pretokenizers[0].pattern.Regex");
+      return regex;
     }
-    checkPattern(regex, file, "pre_tokenizer.pretokenizers[0].pattern.Regex");
-    return regex;
+    throw new DataError(
+      file,
+      "pre_tokenizer.pretokenizers",
+      `only [Split, ByteLevel without regex] is supported, not ${show(seq.map((p) => p.type))}`,
+    );
   }
-  throw new DataError(file, "pre_tokenizer", `pre-tokenizer ${pre?.type} is not byte-level BPE`);
+  throw new DataError(file, "pre_tokenizer", `pre-tokenizer ${show(pre?.type)} is not byte-level BPE`);
+}
+
+/** A JSON object: not null, not an array. */
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+/** A value as it would read in the file, cut short: for error messages. */
+function show(value: unknown): string {
+  const text = JSON.stringify(value) ?? String(value);
+  return text.length > 60 ? text.slice(0, 57) + "..." : text;
+}
+
+/**
+ * A token id from a file, checked before it indexes an array: an integer from 0 below
+ * {@linkcode MAX_VOCAB_SIZE} (the arrays are as long as the largest id: a huge one would make kiln
+ * walk that many slots) that no other token (`owners`: id → who has it) has.
+ */
+function checkId(
+  value: unknown,
+  owners: Map<number, string>,
+  owner: string,
+  file: string,
+  where: string,
+): number {
+  if (typeof value !== "number" || !Number.isInteger(value) || value < 0) {
+    throw new DataError(file, where, `id ${show(value)} is not a non-negative integer`);
+  }
+  if (value >= MAX_VOCAB_SIZE) {
+    throw new DataError(
+      file,
+      where,
+      `id ${value} is past the largest vocabulary kiln supports (${MAX_VOCAB_SIZE} ids)`,
+    );
+  }
+  const other = owners.get(value);
+  if (other !== undefined) throw new DataError(file, where, `id ${value} is taken by ${other}`);
+  owners.set(value, owner);
+  return value;
 }
 
 /**

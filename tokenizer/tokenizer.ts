@@ -52,6 +52,12 @@ export const DEFAULT_SPECIAL_TOKENS: readonly string[] = [
   CHAT_TOKENS.end,
 ];
 
+/**
+ * The most ids a tokenizer may have (4,194,304; the largest published vocabularies have about 256k). Ids
+ * index arrays as long as the largest id, so a file claiming id 2^31 is refused rather than walked.
+ */
+export const MAX_VOCAB_SIZE = 1 << 22;
+
 /** What a {@linkcode Tokenizer} is built from. */
 export interface TokenizerSpec {
   /** Bytes of each id's token; `null` for an unused id. Special tokens are listed in `specialTokens`. */
@@ -284,9 +290,21 @@ export class Tokenizer {
     this.merges = spec.merges
       ? Object.freeze(spec.merges.map(([a, b]) => [a, b] as [number, number]))
       : undefined;
+    if (spec.tokens.length > MAX_VOCAB_SIZE) {
+      throw new Error(`${spec.tokens.length} ids: more than the ${MAX_VOCAB_SIZE} kiln supports`);
+    }
     let size = spec.tokens.length;
-    for (const id of Object.values(special)) {
-      if (!Number.isInteger(id) || id < 0) throw new Error(`special token id ${id} is not a valid id`);
+    const specialOf = new Map<number, string>();
+    for (const [text, id] of Object.entries(special)) {
+      if (!Number.isInteger(id) || id < 0 || id >= MAX_VOCAB_SIZE) {
+        throw new Error(`special token ${text} has id ${id}, not an integer from 0 below ${MAX_VOCAB_SIZE}`);
+      }
+      // An empty one would match everywhere (and never advance) once special tokens are allowed.
+      if (text === "") throw new Error(`a special token is empty (id ${id})`);
+      if (specialOf.has(id)) {
+        throw new Error(`special tokens ${specialOf.get(id)} and ${text} share id ${id}`);
+      }
+      specialOf.set(id, text);
       size = Math.max(size, id + 1);
     }
     this.vocabSize = size;
@@ -609,8 +627,46 @@ export class Tokenizer {
     }
     if (f.version !== 1) throw new DataError(file, "version", `unsupported version ${f.version}`);
     if (!Array.isArray(f.tokens)) throw new DataError(file, "tokens", "missing or not an array");
-    if (f.merges !== undefined && !Array.isArray(f.merges)) {
-      throw new DataError(file, "merges", "not an array");
+    if (f.tokens.length > MAX_VOCAB_SIZE) {
+      throw new DataError(
+        file,
+        "tokens",
+        `${f.tokens.length} ids: more than the ${MAX_VOCAB_SIZE} kiln supports`,
+      );
+    }
+    const tokens = f.tokens.map((t: unknown, id) => {
+      if (t === null) return null;
+      if (typeof t === "string") {
+        try {
+          return fromBase64(t);
+        } catch { /* not base64: refused below */ }
+      }
+      throw new DataError(file, `tokens[${id}]`, "not base64 text or null");
+    });
+    if (f.merges !== undefined) {
+      if (!Array.isArray(f.merges)) throw new DataError(file, "merges", "not an array");
+      f.merges.forEach((m: unknown, i) => {
+        const isId = (v: unknown) => Number.isInteger(v) && (v as number) >= 0;
+        if (!Array.isArray(m) || m.length !== 2 || !isId(m[0]) || !isId(m[1])) {
+          throw new DataError(file, `merges[${i}]`, "not a pair of ids [left, right]");
+        }
+      });
+    }
+    const special: unknown = f.specialTokens ?? {};
+    if (typeof special !== "object" || special === null || Array.isArray(special)) {
+      throw new DataError(file, "specialTokens", "not an object (text → id)");
+    }
+    for (const [text, id] of Object.entries(special)) {
+      if (!Number.isInteger(id) || id < 0 || id >= MAX_VOCAB_SIZE) {
+        throw new DataError(
+          file,
+          `specialTokens[${JSON.stringify(text)}]`,
+          `id ${JSON.stringify(id)} is not an integer from 0 below ${MAX_VOCAB_SIZE}`,
+        );
+      }
+    }
+    if (f.ignoreMerges !== undefined && typeof f.ignoreMerges !== "boolean") {
+      throw new DataError(file, "ignoreMerges", "not true or false");
     }
     const pattern = f.pattern === "gpt2" || f.pattern === undefined ? GPT2_PATTERN : f.pattern;
     if (typeof pattern !== "string") throw new DataError(file, "pattern", "not a string");
@@ -621,10 +677,10 @@ export class Tokenizer {
     }
     try {
       return new Tokenizer({
-        tokens: f.tokens.map((t) => (t === null ? null : fromBase64(t))),
+        tokens,
         merges: f.merges,
         pattern,
-        specialTokens: f.specialTokens ?? {},
+        specialTokens: special as Record<string, number>,
         ignoreMerges: f.ignoreMerges,
       });
     } catch (e) {
