@@ -1,6 +1,6 @@
 /**
- * The command line. A pipeline file is its own CLI (`deno run pipeline.ts status`), and this module
- * is the `kiln` entry point for YAML pipelines (`deno run -A pipeline/cli.ts run pipeline.yaml`).
+ * The command line. A pipeline file is its own CLI (`deno run pipeline.ts status`); the `kiln` command
+ * (`cli/kiln.ts`) is the same CLI for YAML pipelines, with a few commands of its own.
  *
  * ```
  * kiln <command> [pipeline.yaml] [flags]
@@ -24,21 +24,26 @@ import { InterruptedError, isKilnError, LockedError } from "./errors.ts";
 import type { Pipeline, StageStatus } from "./pipeline.ts";
 import { formatDuration } from "./progress.ts";
 import type { Kind } from "./stage.ts";
-import { loadPipelineYaml } from "./yaml.ts";
-import { configTable } from "./config_doc.ts";
-import { builtinStage, listBuiltinStages } from "../stages/registry.ts";
 
 const COMMANDS = ["run", "status", "plan", "gc", "report", "stages"] as const;
-
-/** Commands that work on a model or reward-model directory rather than on a pipeline. */
-const TOOLS: Record<string, () => Promise<(args: string[]) => Promise<unknown>>> = {
-  sample: async () => (await import("../model/sample_cli.ts")).sampleCommand,
-  score: async () => (await import("../stages/reward_model/score.ts")).scoreCommand,
-};
 type Command = typeof COMMANDS[number];
 
+/**
+ * What the `kiln` command (cli/kiln.ts) adds to a pipeline file's CLI: pipelines from YAML files, the
+ * list of built-in stages, and tools that work on a model directory rather than on a pipeline. Passed
+ * in, so the runtime imports nothing from the stages and models built on it.
+ */
+export interface KilnCommand {
+  /** Loads a YAML pipeline (its path is absolute). */
+  loadYaml(file: string): Promise<Pipeline<Kind | null>>;
+  /** The built-in stages, one line each, or their settings as Markdown (`--docs`). */
+  stages(docs: boolean): Promise<string>;
+  /** `kiln sample …`, `kiln score …`. */
+  tools: Record<string, () => Promise<(args: string[]) => Promise<unknown>>>;
+}
+
 const USAGE = `usage: <pipeline.ts> [command] [flags]      (a pipeline file is its own CLI)
-       kiln [command] <pipeline.yaml> [flags]  (deno run -A pipeline/cli.ts …)
+       kiln [command] <pipeline.yaml> [flags]  (cli/kiln.ts)
 
 commands:
   run       bring the pipeline up to date: skip cached stages, resume partial ones (default);
@@ -65,11 +70,15 @@ flags:
   --progress-interval S  seconds between progress lines when not on a terminal (default 10)
   --out FILE           where report writes its HTML (default <workdir>/report-<pipeline>.html)`;
 
-/** Runs the CLI; returns the process exit code. */
-export async function main(args: string[], opts: { pipeline?: Pipeline<Kind | null> } = {}): Promise<number> {
-  if (!opts.pipeline && args[0] in TOOLS) {
+/** Runs the CLI of a pipeline file (`pipeline`) or the `kiln` command (`kiln`); returns the exit code. */
+export async function main(
+  args: string[],
+  opts: { pipeline?: Pipeline<Kind | null>; kiln?: KilnCommand } = {},
+): Promise<number> {
+  const tools = opts.kiln?.tools ?? {};
+  if (!opts.pipeline && args[0] in tools) {
     try {
-      await (await TOOLS[args[0]]())(args.slice(1));
+      await (await tools[args[0]]())(args.slice(1));
       return 0;
     } catch (e) {
       return report(e);
@@ -110,13 +119,11 @@ export async function main(args: string[], opts: { pipeline?: Pipeline<Kind | nu
     ? positionals.shift() as Command
     : "run";
   if (command === "stages") {
-    if (values.docs) {
-      console.log(await stagesReference());
-      return 0;
+    if (!opts.kiln) {
+      console.error(`"stages" lists kiln's built-in stages: run it with the kiln command\n\n${USAGE}`);
+      return 2;
     }
-    for (const [name, description] of await listBuiltinStages()) {
-      console.log(`${name.padEnd(16)} ${description}`);
-    }
+    console.log(await opts.kiln.stages(values.docs ?? false));
     return 0;
   }
   // Paths on the command line are relative to where the command was typed (`deno task` runs its
@@ -126,12 +133,12 @@ export async function main(args: string[], opts: { pipeline?: Pipeline<Kind | nu
   let p = opts.pipeline;
   if (!p) {
     const file = fromInvocation(positionals.shift());
-    if (!file) {
+    if (!file || !opts.kiln) {
       console.error(`kiln ${command}: name a pipeline YAML file\n\n${USAGE}`);
       return 2;
     }
     try {
-      p = await loadPipelineYaml(file, builtinStage);
+      p = await opts.kiln.loadYaml(file);
     } catch (e) {
       return report(e);
     }
@@ -264,21 +271,6 @@ function report(e: unknown): number {
   return 1;
 }
 
-/** The reference of every built-in stage's settings (`docs/stages.md` is this, generated). */
-export async function stagesReference(): Promise<string> {
-  const parts = [
-    "# Stage settings",
-    "",
-    "Generated from each stage's schema by `deno task kiln stages --docs > docs/stages.md`; a test keeps it",
-    "current. A field that a stage does not know is an error that suggests the nearest valid name.",
-  ];
-  for (const [name] of await listBuiltinStages()) {
-    const factory = (await builtinStage(name))!;
-    parts.push("", `## ${name}`, "", factory.description, "", configTable(factory.schema));
-  }
-  return parts.join("\n");
-}
-
 function printStatus(p: Pipeline<Kind | null>, statuses: StageStatus[], command: "status" | "plan") {
   const width = Math.max(8, ...statuses.map((s) => s.id.length)) + 2;
   console.log(`pipeline ${p.name}`);
@@ -298,5 +290,3 @@ function printStatus(p: Pipeline<Kind | null>, statuses: StageStatus[], command:
     }
   }
 }
-
-if (import.meta.main) Deno.exit(await main(Deno.args));

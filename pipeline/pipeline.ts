@@ -25,7 +25,14 @@ import { join, resolve } from "node:path";
 import { type Artifact, commitArtifact, openArtifact } from "./artifact.ts";
 import { type ModuleGraph, moduleGraph, ModuleStore } from "./code_hash.ts";
 import { ArtifactError, InterruptedError, isKilnError, PermissionError, PipelineError } from "./errors.ts";
-import { grantFlags, runStageJobOnSlurm, runStageProcess, stageFlags, stageGrant } from "./sandbox.ts";
+import {
+  beyondRunner,
+  grantFlags,
+  runStageJobOnSlurm,
+  runStageProcess,
+  stageFlags,
+  stageGrant,
+} from "./sandbox.ts";
 import { slurm, SLURM_COMMANDS, type SlurmExecutor } from "./slurm.ts";
 import { Journal } from "./journal.ts";
 import { cacheKey, explainChange, type KeyParts } from "./keys.ts";
@@ -235,10 +242,10 @@ export class Pipeline<Last extends Kind | null> {
 
   /**
    * The pipeline file as a command-line program: parses `args` (default `Deno.args`), runs the
-   * command, prints the result and exits. See `cli.ts` for the commands and flags.
+   * command, prints the result and exits. See `command.ts` for the commands and flags.
    */
   async run(args: string[] = Deno.args): Promise<never> {
-    const { main } = await import("./cli.ts");
+    const { main } = await import("./command.ts");
     Deno.exit(await main(args, { pipeline: this as Pipeline<Kind | null> }));
   }
 }
@@ -655,6 +662,13 @@ class Runner {
     const graph = this.#graphs.get(stage.id)!;
     const importMap = await this.#modules.materialize(graph);
     const grant = this.#grant(i, key);
+    const missing = beyondRunner(grant);
+    if (missing) {
+      throw new PermissionError(
+        `stage "${stage.id}" needs ${missing.replace(/^--allow-(\w+)=?/, "$1 access ")}`.trimEnd() +
+          `, which kiln itself was not given: run kiln with ${missing} (a stage gets no more than the runner has)`,
+      );
+    }
     const started = performance.now();
     this.reporter.start(stage.id);
     this.reporter.line(

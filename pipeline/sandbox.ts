@@ -159,6 +159,28 @@ export function stageGrant(opts: {
   };
 }
 
+/**
+ * The runner's own permissions are the ceiling: a stage gets no more than the process that runs it was
+ * given. Returns what a grant asks beyond that, as the flag that would allow it, or undefined.
+ */
+export function beyondRunner(grant: Grant): string | undefined {
+  const has = (d: Deno.PermissionDescriptor) => Deno.permissions.querySync(d).state === "granted";
+  for (const path of grant.read) if (!has({ name: "read", path })) return `--allow-read=${path}`;
+  for (const path of grant.write) if (!has({ name: "write", path })) return `--allow-write=${path}`;
+  if (grant.net === true && !has({ name: "net" })) return "--allow-net";
+  for (const host of grant.net === true ? [] : grant.net ?? []) {
+    if (!has({ name: "net", host })) return `--allow-net=${host}`;
+  }
+  for (const variable of grant.env) {
+    if (variable !== "__MINIMATCH_TESTING_PLATFORM__" && !has({ name: "env", variable })) {
+      return `--allow-env=${variable}`;
+    }
+  }
+  for (const command of grant.run) if (!has({ name: "run", command })) return `--allow-run=${command}`;
+  if (grant.ffi && !has({ name: "ffi" })) return "--allow-ffi";
+  return undefined;
+}
+
 /** The Deno flags of a grant. */
 export function grantFlags(grant: Grant): string[] {
   const list = (flag: string, items: string[]) => {

@@ -1,4 +1,4 @@
-// `kiln sample` end to end: the real CLI (pipeline/cli.ts) in a subprocess, on a tiny checkpoint and
+// `kiln sample` end to end: the real CLI (cli/kiln.ts) in a subprocess, on a tiny checkpoint and
 // tokenizer written here; what it prints is checked against the generation API with the same settings.
 import { strict as assert } from "node:assert";
 import { join } from "node:path";
@@ -10,7 +10,7 @@ import { GPT } from "../model/gpt.ts";
 import { initParams, paramLayout } from "../model/params.ts";
 import { END_OF_TEXT, Tokenizer } from "../tokenizer/tokenizer.ts";
 
-const CLI = new URL("../pipeline/cli.ts", import.meta.url).pathname;
+const CLI = new URL("../cli/kiln.ts", import.meta.url).pathname;
 
 // One token per byte (ids 0..255) and <|endoftext|> (256): the smallest tokenizer kiln loads.
 const EOT = 256;

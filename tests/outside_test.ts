@@ -152,7 +152,7 @@ Deno.test("a URL stage runs the code kiln hashed: changed code reruns with the n
       ...PIPELINE_FLAGS,
       `--allow-net=${netHost}`,
       `--allow-import=${netHost}`,
-      join(ROOT, "pipeline", "cli.ts"),
+      join(ROOT, "cli", "kiln.ts"),
       "run",
       "p.yaml",
       "--json",
@@ -206,7 +206,7 @@ Deno.test("the kiln command, installed or as `deno task kiln`, resolves a YAML f
     "--no-config",
     ...PIPELINE_FLAGS,
     "--allow-net",
-    join(ROOT, "pipeline", "cli.ts"),
+    join(ROOT, "cli", "kiln.ts"),
   ]);
   assert.equal(install.code, 0, install.text);
   const installed = await new Deno.Command(join(root, "bin", "kiln"), {
@@ -248,7 +248,7 @@ Deno.test("a stage loaded by URL is sandboxed like a local one", async () => {
       ...PIPELINE_FLAGS,
       `--allow-net=${server.host}`,
       `--allow-import=${server.host}`,
-      join(ROOT, "pipeline", "cli.ts"),
+      join(ROOT, "cli", "kiln.ts"),
       "run",
       "p.yaml",
     ]);

@@ -141,8 +141,11 @@ Deno.test("a missing permission names the flag to add", async () => {
     ]),
   );
   assert.equal(result.code, 1);
-  assert.match(result.err, /stage "fetch-page" was refused a permission/);
-  assert.match(result.err, /--allow-net/);
+  assert.match(
+    result.err,
+    /stage "fetch-page" needs net access 127\.0\.0\.1, which kiln itself was not given/,
+  );
+  assert.match(result.err, /run kiln with --allow-net=127\.0\.0\.1/);
 });
 
 Deno.test("editing a stage's code reruns it and, when its output changes, its downstream", async () => {
@@ -187,7 +190,7 @@ Deno.test("a YAML typo and an invalid config value: one clear error naming file 
   const dir = await Deno.makeTempDir();
   const file = join(dir, "bad.yaml");
   await Deno.writeTextFile(file, "name: bad\nstages:\n  - stage: numbrs\n");
-  const cli = new URL("../pipeline/cli.ts", import.meta.url).pathname;
+  const cli = new URL("../cli/kiln.ts", import.meta.url).pathname;
   const out = await new Deno.Command(Deno.execPath(), {
     args: ["run", "--no-check", "-A", cli, "run", file],
     stderr: "piped",

@@ -273,7 +273,7 @@ Deno.test("a stage module served over HTTP plugs in and is cached like any other
           "run",
           "--no-lock",
           "-A",
-          new URL("../pipeline/cli.ts", import.meta.url).pathname,
+          new URL("../cli/kiln.ts", import.meta.url).pathname,
           "run",
           yaml,
           "--json",
@@ -378,7 +378,7 @@ Deno.test("a pinned stage runs only the code it was pinned to; a mismatch names 
 });
 
 Deno.test("reference docs: docs/stages.md is what `kiln stages --docs` generates from the schemas", async () => {
-  const { stagesReference } = await import("../pipeline/cli.ts");
+  const { stagesReference } = await import("../cli/kiln.ts");
   const docs = await Deno.readTextFile(new URL("../docs/stages.md", import.meta.url));
   assert.equal(
     docs.trim(),

@@ -363,7 +363,7 @@ Deno.test(
   "examples/ci/pipeline.yaml with --executor slurm: the same artifacts as the local pool, and it resumes either way",
   onCluster,
   async () => {
-    const cli = new URL("../pipeline/cli.ts", import.meta.url).pathname;
+    const cli = new URL("../cli/kiln.ts", import.meta.url).pathname;
     const yaml = new URL("../examples/ci/pipeline.yaml", import.meta.url).pathname;
     const kiln = async (workdir: string, ...args: string[]) => {
       const out = await new Deno.Command(Deno.execPath(), {
