@@ -5,6 +5,8 @@
  * ("lorem ipsum", a "{", fewer than 5 sentences in what is left).
  * @module
  */
+import { z } from "npm:zod@^4.6.7";
+import { filterModule, toggle } from "./filter.ts";
 import { splitIntoSentences } from "./text.ts";
 
 /** Options of {@linkcode c4Filter}, datatrove's defaults in {@linkcode C4_DEFAULTS}. */
@@ -86,3 +88,28 @@ export function c4Filter(text: string, o: C4Options = C4_DEFAULTS): C4Result {
   if (sentences < o.minSentences) return { reason: "too_few_sentences" };
   return { text: kept.join("\n").trim(), removedLines };
 }
+
+/** `c4: true` or an object overriding some of {@linkcode C4_DEFAULTS}; off by default. */
+export const c4Module = filterModule({
+  name: "c4",
+  schema: toggle({
+    filterNoTerminalPunct: z.boolean(),
+    minWordsPerLine: z.number().int().min(0),
+    maxWordLength: z.number().int().min(1),
+    minSentences: z.number().int().min(0),
+    filterLoremIpsum: z.boolean(),
+    filterJavascript: z.boolean(),
+    filterCurlyBracket: z.boolean(),
+    filterPolicy: z.boolean(),
+    removeCitations: z.boolean(),
+  }, false),
+  defaults: C4_DEFAULTS,
+  build: (o: C4Options) => ({
+    name: "c4",
+    apply: (doc) => {
+      const r = c4Filter(doc.text, o);
+      if ("reason" in r) return { drop: r.reason };
+      return { doc: r.text === doc.text ? doc : { ...doc, text: r.text }, changes: r.removedLines };
+    },
+  }),
+});

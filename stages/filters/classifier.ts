@@ -4,6 +4,11 @@
  * (negatives). A crawl document is kept when `pareto(α) > 1 − score` (α = 9 in GPT-3), which keeps
  * mostly high scores but some low ones, or, in threshold mode, when `score ≥ threshold`.
  *
+ * As a filter (`classifier: { reference }`), it is trained once, before the shards run, on the
+ * reference (text files, split into documents at blank lines, or JSONL document shards: the
+ * positives) against a seeded sample of the input (the negatives), and saved as `classifier.json` in
+ * the artifact; `classifier: { model }` uses a saved one instead.
+ *
  * Written here, not taken from npm: the job needs sparse hashed features and a deterministic, seeded
  * trainer whose model is a small JSON file, which the general ML packages there do not offer together.
  *
@@ -16,8 +21,13 @@
  * ```
  * @module
  */
+import { z } from "npm:zod@^4.6.7";
+import { ConfigError } from "../../pipeline/errors.ts";
+import { expandFiles } from "../../pipeline/files.ts";
 import { fmix32, hashWord } from "../dedupe/minhash.ts";
+import { isDocumentShard, readDocuments } from "../documents.ts";
 import { mulberry32 } from "../../model/rng.ts";
+import { filterModule, optional, type PrepareContext, round } from "./filter.ts";
 
 /** A trained classifier, as saved in `classifier.json`. */
 export interface ClassifierModel {
@@ -223,4 +233,135 @@ export class QualityClassifier {
 export function paretoKeep(score: number, id: string, alpha: number, seed: number): boolean {
   const u = (fmix32(hashWord(id) ^ fmix32(seed)) + 0.5) / 4294967296;
   return Math.pow(u, -1 / alpha) - 1 > 1 - score;
+}
+
+/** What the classifier filter's step is built from: the saved model and the keep rule. */
+export interface ClassifierFilterOptions {
+  /** Path of `classifier.json`. */
+  model: string;
+  mode: "pareto" | "threshold";
+  alpha: number;
+  threshold: number;
+  seed: number;
+}
+
+const patterns = (p: string | string[] | undefined) => p === undefined ? [] : Array.isArray(p) ? p : [p];
+
+const classifierSchema = z.strictObject({
+  /** Reference corpus (positives): paths or globs of text files or JSONL document shards. */
+  reference: z.union([z.string(), z.array(z.string())]).optional(),
+  /** A saved `classifier.json` to use instead of training. */
+  model: z.string().optional(),
+  mode: z.enum(["pareto", "threshold"]).default("pareto"),
+  /** Shape of the Pareto draw (GPT-3: 9). */
+  alpha: z.number().gt(0).default(9),
+  threshold: z.number().min(0).max(1).default(0.5),
+  seed: z.number().int().default(1),
+  featureBits: z.number().int().min(8).max(24).default(18),
+  ngrams: z.number().int().min(1).max(5).default(2),
+  epochs: z.number().int().min(1).default(5),
+  /** At most this many documents per class are used for training (a seeded sample). */
+  maxDocuments: z.number().int().min(10).default(20_000),
+}).refine((c) => (c.reference === undefined) !== (c.model === undefined), {
+  message: "give either reference (to train) or model (a saved classifier.json)",
+});
+
+/** `classifier: { reference }` (train) or `{ model }` (a saved one), and the keep rule; off by default. */
+export const classifierModule = filterModule({
+  name: "classifier",
+  schema: optional(classifierSchema),
+  defaults: { mode: "pareto", alpha: 9, threshold: 0.5, seed: 1 } as Partial<ClassifierFilterOptions>,
+  files: (c) => c ? [...patterns(c.reference), ...patterns(c.model)] : [],
+  prepare: async (c, ctx) => {
+    if (!c) return undefined;
+    const model = await prepareClassifier(c, ctx);
+    return { model, mode: c.mode, alpha: c.alpha, threshold: c.threshold, seed: c.seed };
+  },
+  build: async (c: ClassifierFilterOptions) => {
+    const model = new QualityClassifier(JSON.parse(await Deno.readTextFile(c.model)) as ClassifierModel);
+    return {
+      name: "classifier",
+      apply: (doc) => {
+        const score = model.score(doc.text);
+        const keep = c.mode === "pareto" ? paretoKeep(score, doc.id, c.alpha, c.seed) : score >= c.threshold;
+        return keep ? { doc: { ...doc, meta: { ...doc.meta, quality_score: round(score) } } } : {
+          drop: c.mode === "pareto" ? "classifier_pareto" : "classifier_below_threshold",
+          meta: { quality_score: round(score) },
+        };
+      },
+    };
+  },
+});
+
+/** Trains the classifier (or copies the given one) into the artifact; returns its path. */
+async function prepareClassifier(c: z.output<typeof classifierSchema>, ctx: PrepareContext): Promise<string> {
+  if (await ctx.out.exists("classifier.json")) return ctx.out.path("classifier.json");
+  let model: ClassifierModel;
+  if (c.model) {
+    try {
+      model = JSON.parse(await Deno.readTextFile(c.model));
+      new QualityClassifier(model);
+    } catch (e) {
+      throw new ConfigError("quality-filter", ["classifier", "model"], `${c.model}: ${(e as Error).message}`);
+    }
+  } else {
+    const random = mulberry32(c.seed);
+    const positives = sampler(c.maxDocuments, random);
+    for (const file of await expandFiles(patterns(c.reference))) {
+      for await (const text of referenceTexts(file)) positives.add(text);
+    }
+    const negatives = sampler(c.maxDocuments, random);
+    for (const path of ctx.inputs) {
+      for await (const { doc } of readDocuments(path)) negatives.add(doc.text);
+    }
+    const trained = trainClassifier(positives.items, negatives.items, {
+      featureBits: c.featureBits,
+      ngrams: c.ngrams,
+      epochs: c.epochs,
+      seed: c.seed,
+    });
+    model = trained.model;
+    ctx.log(
+      `classifier trained on ${positives.items.length} reference and ${negatives.items.length} crawl documents; held out: accuracy ${
+        trained.heldOut.accuracy.toFixed(3)
+      }, AUC ${trained.heldOut.auc.toFixed(3)}`,
+    );
+  }
+  ctx.stats.set("classifier", model.training ?? { model: c.model });
+  await ctx.out.writeJson("classifier.json", model);
+  return ctx.out.path("classifier.json");
+}
+
+/** Reservoir sampling: a seeded, uniform sample of at most `size` items from a stream. */
+function sampler(size: number, random: () => number) {
+  const items: string[] = [];
+  let seen = 0;
+  return {
+    items,
+    add(item: string) {
+      seen++;
+      if (items.length < size) items.push(item);
+      else {
+        const j = Math.floor(random() * seen);
+        if (j < size) items[j] = item;
+      }
+    },
+  };
+}
+
+/** Documents of a reference file: each document of a JSONL shard, or a text file's blank-line-separated chunks of up to ~20,000 characters. */
+async function* referenceTexts(file: string): AsyncGenerator<string> {
+  if (isDocumentShard(file)) {
+    for await (const { doc } of readDocuments(file)) yield doc.text;
+    return;
+  }
+  let chunk = "";
+  for (const paragraph of (await Deno.readTextFile(file)).split(/\n\s*\n/)) {
+    if (chunk && chunk.length + paragraph.length > 20_000) {
+      yield chunk;
+      chunk = "";
+    }
+    chunk += (chunk ? "\n\n" : "") + paragraph.trim();
+  }
+  if (chunk.trim()) yield chunk;
 }

@@ -5,6 +5,8 @@
  * than 0.3 newlines per word (lists).
  * @module
  */
+import { z } from "npm:zod@^4.6.7";
+import { filterModule, ratio, textStep, toggle } from "./filter.ts";
 import { findDuplicates, splitIntoWords } from "./text.ts";
 
 /** Thresholds of {@linkcode finewebFilter}. */
@@ -43,3 +45,18 @@ export function finewebFilter(text: string, o: FineWebOptions = FINEWEB_DEFAULTS
   if (newlines / words > o.newLineRatio) return "list_ratio";
   return undefined;
 }
+
+/** `fineweb: true` or an object overriding some of {@linkcode FINEWEB_DEFAULTS}; off by default. */
+export const finewebModule = filterModule({
+  name: "fineweb",
+  schema: toggle({
+    linePunctThr: ratio,
+    linePunctExcludeZero: z.boolean(),
+    shortLineThr: ratio,
+    shortLineLength: z.number().int().min(0),
+    charDuplicatesRatio: ratio,
+    newLineRatio: ratio,
+  }, false),
+  defaults: FINEWEB_DEFAULTS,
+  build: (o: FineWebOptions) => textStep("fineweb", (t) => finewebFilter(t, o)),
+});

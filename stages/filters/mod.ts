@@ -4,6 +4,10 @@
  * rewrites addresses), and counts what it did. The chain is built from plain JSON options, so a worker
  * thread can build the same chain from its shard's arguments.
  *
+ * {@linkcode FILTERS} lists the built-in filters in the order they run; the stage's config schema is
+ * made from it. A new filter is a module exporting a `FilterModule` (see `filter.ts`) and a line here.
+ * Filters of your own (`custom.ts`) run after the rule filters, before the classifier and PII masking.
+ *
  * @example
  * ```ts
  * import { buildChain } from "./mod.ts";
@@ -13,65 +17,59 @@
  * ```
  * @module
  */
+import { ConfigError } from "../../pipeline/errors.ts";
 import type { Document } from "../documents.ts";
-import { C4_DEFAULTS, c4Filter, type C4Options } from "./c4.ts";
-import { type ClassifierModel, paretoKeep, QualityClassifier } from "./classifier.ts";
-import { FINEWEB_DEFAULTS, finewebFilter, type FineWebOptions } from "./fineweb.ts";
-import {
-  GOPHER_QUALITY_DEFAULTS,
-  GOPHER_REPETITION_DEFAULTS,
-  gopherQuality,
-  type GopherQualityOptions,
-  gopherRepetition,
-  type GopherRepetitionOptions,
-} from "./gopher.ts";
-import {
-  eldDetector,
-  lengthFilter,
-  type LengthOptions,
-  maskPii,
-  PII_DEFAULTS,
-  type PiiOptions,
-  UrlBlockList,
-} from "./simple.ts";
+import { c4Module } from "./c4.ts";
+import { classifierModule } from "./classifier.ts";
+import { buildCustomFilter, type CustomFilterOptions } from "./custom.ts";
+import type { FilterModule, FilterStep, Verdict } from "./filter.ts";
+import { finewebModule } from "./fineweb.ts";
+import { gopherQualityModule } from "./gopher_quality.ts";
+import { gopherRepetitionModule } from "./gopher_repetition.ts";
+import { languageModule } from "./language.ts";
+import { lengthModule } from "./length.ts";
+import { piiModule } from "./pii.ts";
+import { urlsModule } from "./urls.ts";
 
 export * from "./c4.ts";
 export * from "./classifier.ts";
+export * from "./custom.ts";
+export * from "./filter.ts";
 export * from "./fineweb.ts";
-export * from "./gopher.ts";
-export * from "./simple.ts";
+export * from "./gopher_quality.ts";
+export * from "./gopher_repetition.ts";
+export * from "./language.ts";
+export * from "./length.ts";
+export * from "./pii.ts";
 export * from "./text.ts";
+export * from "./urls.ts";
 
-/** Options of the chain; a step runs when its key is present. Steps run in the order listed here. */
-export interface ChainOptions {
-  length?: LengthOptions;
-  urls?: { domains?: string[]; domainFiles?: string[]; words?: string[] };
-  language?: { languages: string[]; minScore: number };
-  gopherRepetition?: Partial<GopherRepetitionOptions>;
-  gopherQuality?: Partial<GopherQualityOptions>;
-  c4?: Partial<C4Options>;
-  fineweb?: Partial<FineWebOptions>;
-  classifier?: {
-    /** Path of `classifier.json`. */
-    model: string;
-    mode: "pareto" | "threshold";
-    alpha: number;
-    threshold: number;
-    seed: number;
-  };
-  pii?: Partial<PiiOptions>;
-}
+/** The built-in filters, in the order they run. Custom filters run before {@linkcode CUSTOM_BEFORE}. */
+export const FILTERS = [
+  lengthModule,
+  urlsModule,
+  languageModule,
+  gopherRepetitionModule,
+  gopherQualityModule,
+  c4Module,
+  finewebModule,
+  classifierModule,
+  piiModule,
+] as const;
 
-/** A step's verdict: dropped with a reason, or kept (as `doc`, maybe changed) with counts of changes. */
-export type Verdict =
-  | { drop: string; meta?: Record<string, unknown> }
-  | { doc: Document; changes?: Record<string, number> };
+/** The built-in filter that custom filters run before. */
+export const CUSTOM_BEFORE = "classifier";
 
-/** One filter of the chain. */
-export interface FilterStep {
-  name: string;
-  apply(doc: Document): Verdict;
-}
+type Builtin = (typeof FILTERS)[number];
+type OptionsOf<F> = F extends FilterModule<string, unknown, infer O> ? O : never;
+
+/**
+ * Options of the chain; a built-in step runs when its key is present (settings left out take the
+ * filter's defaults), then the custom filters listed.
+ */
+export type ChainOptions =
+  & { [F in Builtin as F["name"]]?: Partial<OptionsOf<F>> }
+  & { custom?: CustomFilterOptions[] };
 
 /** The chain's verdict on a document: dropped by a filter with a reason, or kept. */
 export type ChainVerdict =
@@ -85,88 +83,31 @@ export interface Chain {
   apply(doc: Document, onStep?: (step: string, verdict: Verdict, before: Document) => void): ChainVerdict;
 }
 
-const text = (name: string, f: (text: string) => string | undefined): FilterStep => ({
-  name,
-  apply: (doc) => {
-    const reason = f(doc.text);
-    return reason ? { drop: reason } : { doc };
-  },
-});
-
-/** Builds the chain (loads block lists, the language model and the classifier as needed). */
+/** Builds the chain (loads block lists, the language model, the classifier and custom filters as needed). */
 export async function buildChain(o: ChainOptions): Promise<Chain> {
   const steps: FilterStep[] = [];
-  if (o.length) steps.push(text("length", (t) => lengthFilter(t, o.length!)));
-  if (o.urls) {
-    const domains = [...o.urls.domains ?? []];
-    for (const file of o.urls.domainFiles ?? []) {
-      domains.push(...UrlBlockList.parseList(await Deno.readTextFile(file)));
+  const custom = new Map<FilterStep, number>();
+  const options = o as Record<string, unknown>;
+  for (const filter of FILTERS as readonly FilterModule[]) {
+    if (filter.name === CUSTOM_BEFORE) {
+      for (const [i, c] of (o.custom ?? []).entries()) {
+        const step = await buildCustomFilter(c, i);
+        custom.set(step, i);
+        steps.push(step);
+      }
     }
-    const list = new UrlBlockList(domains, o.urls.words ?? []);
-    steps.push({ name: "urls", apply: (doc) => maybeDrop(list.check(doc.url), doc) });
+    const given = options[filter.name];
+    if (given !== undefined) steps.push(await filter.build({ ...filter.defaults, ...given as object }));
   }
-  if (o.language) {
-    const detect = await eldDetector();
-    const wanted = new Set(o.language.languages);
-    const minScore = o.language.minScore;
-    steps.push({
-      name: "language",
-      apply: (doc) => {
-        const { language, score } = detect(doc.text);
-        if (!wanted.has(language)) return { drop: `language_${language || "unknown"}` };
-        if (score < minScore) return { drop: "language_score_below_threshold" };
-        return { doc: { ...doc, meta: { ...doc.meta, language, language_score: round(score) } } };
-      },
-    });
-  }
-  if (o.gopherRepetition) {
-    const opts = { ...GOPHER_REPETITION_DEFAULTS, ...o.gopherRepetition };
-    steps.push(text("gopher_repetition", (t) => gopherRepetition(t, opts)));
-  }
-  if (o.gopherQuality) {
-    const opts = { ...GOPHER_QUALITY_DEFAULTS, ...o.gopherQuality };
-    steps.push(text("gopher_quality", (t) => gopherQuality(t, opts)));
-  }
-  if (o.c4) {
-    const opts = { ...C4_DEFAULTS, ...o.c4 };
-    steps.push({
-      name: "c4",
-      apply: (doc) => {
-        const r = c4Filter(doc.text, opts);
-        if ("reason" in r) return { drop: r.reason };
-        return { doc: r.text === doc.text ? doc : { ...doc, text: r.text }, changes: r.removedLines };
-      },
-    });
-  }
-  if (o.fineweb) {
-    const opts = { ...FINEWEB_DEFAULTS, ...o.fineweb };
-    steps.push(text("fineweb", (t) => finewebFilter(t, opts)));
-  }
-  if (o.classifier) {
-    const c = o.classifier;
-    const model = new QualityClassifier(JSON.parse(await Deno.readTextFile(c.model)) as ClassifierModel);
-    steps.push({
-      name: "classifier",
-      apply: (doc) => {
-        const score = model.score(doc.text);
-        const keep = c.mode === "pareto" ? paretoKeep(score, doc.id, c.alpha, c.seed) : score >= c.threshold;
-        return keep ? { doc: { ...doc, meta: { ...doc.meta, quality_score: round(score) } } } : {
-          drop: c.mode === "pareto" ? "classifier_pareto" : "classifier_below_threshold",
-          meta: { quality_score: round(score) },
-        };
-      },
-    });
-  }
-  if (o.pii) {
-    const opts = { ...PII_DEFAULTS, ...o.pii };
-    steps.push({
-      name: "pii",
-      apply: (doc) => {
-        const r = maskPii(doc.text, opts);
-        if (!r.emails && !r.ips) return { doc };
-        return { doc: { ...doc, text: r.text }, changes: { emails_masked: r.emails, ips_masked: r.ips } };
-      },
-    });
+  // Names key the stats and the `excluded/` folders, so they must differ.
+  for (const step of custom.keys()) {
+    if (steps.filter((s) => s.name === step.name).length > 1) {
+      throw new ConfigError(
+        "quality-filter",
+        ["custom", String(custom.get(step)), "name"],
+        `"${step.name}" is also the name of a built-in filter: give the custom one a "name" of its own`,
+      );
+    }
   }
   return {
     steps,
@@ -180,12 +121,4 @@ export async function buildChain(o: ChainOptions): Promise<Chain> {
       return { doc };
     },
   };
-}
-
-function maybeDrop(reason: string | undefined, doc: Document): Verdict {
-  return reason ? { drop: reason } : { doc };
-}
-
-function round(x: number): number {
-  return Math.round(x * 1e4) / 1e4;
 }
