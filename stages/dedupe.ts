@@ -27,7 +27,7 @@ import { ConfigError } from "../pipeline/errors.ts";
 import { fingerprintFiles } from "../pipeline/files.ts";
 import { defineStage } from "../pipeline/stage.ts";
 import { documentShards } from "./documents.ts";
-import { outputNames, reportBadLines } from "./filters/io.ts";
+import { outputNames, reportBadLines } from "./documents.ts";
 import { readPairs, type Run, UnionFind } from "./dedupe/buckets.ts";
 import type { MinHashParams } from "./dedupe/minhash.ts";
 import { webGpuUnavailable } from "./dedupe/minhash_gpu.ts";

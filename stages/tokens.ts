@@ -12,6 +12,7 @@ import { DEFAULT_SPECIAL_TOKENS, END_OF_TEXT, Tokenizer } from "../tokenizer/tok
 import { loadTokenizer } from "../tokenizer/load.ts";
 import { PieceCounter, trainBpe } from "../tokenizer/train.ts";
 import { HEADER_BYTES, needsUint32, tokenShardHeader } from "../tokenizer/shards.ts";
+import { hashWord } from "./hashing.ts";
 
 /** The settings that choose a tokenizer: train one (`bpe`) or load one (`tokenizer`). */
 export const tokenizerSettings = {
@@ -51,12 +52,7 @@ export interface TokenizerSettings {
  * below `fraction` · 2^32.
  */
 export function isValidation(id: string, fraction: number): boolean {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < id.length; i++) h = Math.imul(h ^ id.charCodeAt(i), 0x01000193);
-  h = Math.imul(h ^ (h >>> 16), 0x85ebca6b);
-  h = Math.imul(h ^ (h >>> 13), 0xc2b2ae35);
-  h ^= h >>> 16;
-  return (h >>> 0) / 2 ** 32 < fraction;
+  return hashWord(id) / 2 ** 32 < fraction;
 }
 
 /** A growable buffer of token ids in the shard's width. */

@@ -8,12 +8,11 @@ import {
   bandKeys,
   candidateProbability,
   exactKey,
-  fmix32,
-  hashWord,
   MinHasher,
   normalizeText,
 } from "../stages/dedupe/minhash.ts";
 import { bandLayout, effectiveThreshold } from "../stages/dedupe/params.ts";
+import { fmix32, hashWord } from "../stages/hashing.ts";
 import { mulberry32 } from "../model/rng.ts";
 
 Deno.test("normalisation: case, punctuation, diacritics, digits and spaces do not matter", () => {

@@ -18,6 +18,7 @@
  * @module
  */
 import { createHash } from "node:crypto";
+import { fmix32, hashWord } from "../hashing.ts";
 
 /**
  * Python's whitespace (`str.isspace`, and `\s` of its `re` on str patterns), which datatrove's
@@ -70,23 +71,6 @@ export function normalizeText(text: string): string {
  */
 function shingleWords(text: string): string[] {
   return normalizeText(text).split(PY_SPACE_RUN).filter((w) => w.length > 0);
-}
-
-/** murmur3's 32-bit finaliser: a bijection on uint32 that mixes every input bit into every output bit. */
-export function fmix32(h: number): number {
-  h ^= h >>> 16;
-  h = Math.imul(h, 0x85ebca6b);
-  h ^= h >>> 13;
-  h = Math.imul(h, 0xc2b2ae35);
-  h ^= h >>> 16;
-  return h >>> 0;
-}
-
-/** FNV-1a over UTF-16 code units, finalised with {@linkcode fmix32}: a fast 32-bit word hash. */
-export function hashWord(word: string): number {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < word.length; i++) h = Math.imul(h ^ word.charCodeAt(i), 0x01000193);
-  return fmix32(h);
 }
 
 /** 64-bit exact hash of the normalised text, as two uint32 (SHA-1's first 8 bytes, like datatrove). */

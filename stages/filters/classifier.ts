@@ -24,7 +24,7 @@
 import { z } from "npm:zod@^4.6.7";
 import { ConfigError } from "../../pipeline/errors.ts";
 import { expandFiles } from "../../pipeline/files.ts";
-import { fmix32, hashWord } from "../dedupe/minhash.ts";
+import { fmix32, hashWord } from "../hashing.ts";
 import { isDocumentShard, readDocuments } from "../documents.ts";
 import { mulberry32 } from "../../model/rng.ts";
 import { filterModule, optional, type PrepareContext, round } from "./filter.ts";

@@ -4,7 +4,7 @@
  * @module
  */
 import { z } from "npm:zod@^4.6.7";
-import { fmix32 } from "../dedupe/minhash.ts";
+import { fmix32 } from "../hashing.ts";
 import { filterModule, ratio, textStep, toggle } from "./filter.ts";
 import { findDuplicates, splitIntoWords } from "./text.ts";
 
