@@ -97,3 +97,19 @@ Deno.test("strict configs: unknown fields are errors with the nearest name, wron
     /config\.c4\.filterNoTerminalPunct: expected boolean \(got "no"\)/,
   );
 });
+
+Deno.test("an expected failure (a full disk) prints one line, no stack trace", async () => {
+  const { main } = await import("../pipeline/command.ts");
+  const lines: string[] = [];
+  const original = console.error;
+  console.error = (...args: unknown[]) => lines.push(args.join(" "));
+  try {
+    const p = pipeline("full", { workdir: await Deno.makeTempDir() }).pipe(hostile({ attempt: "diskFull" }));
+    assert.equal(await main(["run", "--quiet"], { pipeline: p }), 1);
+  } finally {
+    console.error = original;
+  }
+  const text = lines.join("\n");
+  assert.match(text, /^error: .*No space left on device \(os error 28\)/);
+  assert.doesNotMatch(text, /\n\s+at /);
+});
