@@ -76,6 +76,10 @@ Deno.test("archives, local files and JSONL become documents with provenance, wha
     assert.equal(stats["skipped.bad-line"], 1);
     assert.ok((stats["skipped.record-type"] as number) > 0);
     assert.ok((stats["skipped.status"] as number) > 0, "redirects in the wget archive are skipped by status");
+    // The wget archive holds robots.txt and wget's metadata:// log and manifest: not pages.
+    assert.equal(stats["skipped.robots-txt"], 2);
+    assert.equal(stats["skipped.metadata"], 3);
+    assert.ok(docs.every((d) => !/robots\.txt$|^metadata:/.test(d.url ?? "")));
     assert.ok((stats.bytesIn as number) > 10_000);
   } finally {
     await Deno.remove(dir, { recursive: true });
@@ -261,6 +265,7 @@ Deno.test("the live crawler keeps to its limits against a hostile server and say
         warc: true,
       },
       maxBytes: 1_000_000,
+      allowPrivateNetwork: true, // the test server is on 127.0.0.1
     })).execute({ quiet: true });
     const artifact = result.artifacts.crawl;
     const docs = await docsOf(artifact, "crawl-live-");

@@ -185,7 +185,7 @@ Deno.test("extraction keeps title, headings and paragraphs and drops boilerplate
   assert.equal(page.title, "The Title");
   assert.equal(
     page.text,
-    "Page heading\n\nSection\n\nFirst paragraph with bold text & an entity.\n\nSecond paragraph with a break.",
+    "Page heading\n\nSection\n\nFirst paragraph with bold text & an entity.\n\nSecond paragraph\nwith a break.",
   );
 });
 

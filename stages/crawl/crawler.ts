@@ -25,7 +25,7 @@
  *   (`warc/crawl-live-NNNNN.warc.gz`, gzip per record), and the documents then point at them.
  * @module
  */
-import { Parser } from "npm:htmlparser2@^12.0.0";
+import { scanStartTags } from "./html.ts";
 import { gzipSync } from "node:zlib";
 import { dirname } from "node:path";
 import type { Checkpoint, OutputWriter } from "../../pipeline/workspace.ts";
@@ -106,17 +106,14 @@ export function normalizeUrl(href: string, base?: string): string | undefined {
 export function extractLinks(html: string, pageUrl: string): string[] {
   let base = pageUrl;
   const links: string[] = [];
-  const parser = new Parser({
-    onopentag(name, attrs) {
-      if (name === "base" && attrs.href) base = normalizeUrl(attrs.href, pageUrl) ?? base;
-      if ((name === "a" || name === "area") && attrs.href && !/\bnofollow\b/i.test(attrs.rel ?? "")) {
-        const url = normalizeUrl(attrs.href, base);
-        if (url) links.push(url);
-      }
-    },
-  }, { decodeEntities: true, lowerCaseTags: true, lowerCaseAttributeNames: true });
-  parser.write(html);
-  parser.end();
+  // Start tags alone, no tree: linear in the page whatever its nesting (htmlparser2's Parser is not).
+  scanStartTags(html, (name, attrs) => {
+    if (name === "base" && attrs.href) base = normalizeUrl(attrs.href, pageUrl) ?? base;
+    if ((name === "a" || name === "area") && attrs.href && !/\bnofollow\b/i.test(attrs.rel ?? "")) {
+      const url = normalizeUrl(attrs.href, base);
+      if (url) links.push(url);
+    }
+  });
   return links;
 }
 

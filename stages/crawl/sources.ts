@@ -9,19 +9,29 @@ import { createHash } from "node:crypto";
 import { basename, extname, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import type { ShardEnv } from "../../pipeline/pool.ts";
+import { DataError } from "../../pipeline/errors.ts";
 import { type Document, DocumentWriter, readDocuments } from "../documents.ts";
-import { openArchive, readArchive } from "./warc.ts";
+import { type ArchiveSource, openArchive, readArchive } from "./warc.ts";
+import { AddressGuard } from "./address.ts";
 import { parseHttpResponse } from "./http.ts";
 import { decodeHtml, detectLanguage, extractText } from "./extract.ts";
+import { nonPageReason, sniffMediaType } from "./records.ts";
 
 /** Options every source shard gets from the stage config. */
 export interface ExtractOptions {
   /** Media types to keep (`text/html`, `text/plain`…); others are skipped as `type`. */
   contentTypes: string[];
-  /** Records or files larger than this are skipped as `size`. */
+  /** Records, files, JSONL lines or pages larger than this (bytes) are skipped as `size`. */
   maxBytes: number;
   /** Documents with fewer characters of text are skipped as `empty`. */
   minChars: number;
+  /**
+   * Addresses that are not public the crawler and archive URLs may reach: `true` for any, or
+   * address ranges (`127.0.0.1/32`); by default none (see address.ts). Skipped as `address`.
+   */
+  allowPrivateNetwork?: boolean | string[];
+  /** Keep archived robots.txt, sitemaps and metadata records as documents (default: skipped by reason). */
+  keepNonPages?: boolean;
 }
 
 /** What a shard returns: counters (records read, skipped by reason, bytes in, documents out) and warnings. */
@@ -91,10 +101,11 @@ export function pageDocument(
   },
   opts: ExtractOptions,
 ): Document | { skip: string } {
-  const type = mediaType(page.contentType);
+  const contentType = page.contentType || sniffMediaType(page.bytes);
+  const type = mediaType(contentType);
   if (type && !opts.contentTypes.includes(type)) return { skip: "type" };
   if (page.bytes.length > opts.maxBytes) return { skip: "size" };
-  const { text, title, charset } = pageText(page.bytes, page.contentType);
+  const { text, title, charset } = pageText(page.bytes, contentType);
   if (text.length < opts.minChars) return { skip: "empty" };
   const { lang, score } = detectLanguage(text);
   const where = page.offset ?? page.url ?? "";
@@ -119,9 +130,10 @@ export function pageDocument(
 
 /**
  * Writes one output shard: `fill` writes its documents and counts what it read into the tally. The
- * shard file appears only when `fill` completes; on an error it is discarded.
+ * shard file appears only when `fill` completes; on an error it is discarded. (Also used by the
+ * Parquet source, `parquet.ts`.)
  */
-async function writeShard(
+export async function writeShard(
   env: ShardEnv,
   shard: string,
   fill: (writer: DocumentWriter, tally: Tally) => Promise<void>,
@@ -147,10 +159,52 @@ export interface WarcShardArgs {
   opts: ExtractOptions;
 }
 
+const MAX_ARCHIVE_REDIRECTS = 5;
+
+/**
+ * Opens an archive; an http(s) one only when its host, and that of every redirect, has a public
+ * address or one `allowPrivateNetwork` allows (undefined and counted as `address` otherwise).
+ */
+async function openGuarded(location: string, opts: ExtractOptions, tally: Tally) {
+  if (!/^https?:\/\//i.test(location) || opts.allowPrivateNetwork === true) {
+    return await openArchive(location);
+  }
+  const guard = new AddressGuard(opts.allowPrivateNetwork);
+  let url = location;
+  for (let hop = 0; hop <= MAX_ARCHIVE_REDIRECTS; hop++) {
+    let refused: string | undefined;
+    let response: Response;
+    try {
+      refused = await guard.check(url);
+      if (!refused) response = await fetch(url, { redirect: "manual" });
+    } catch (e) {
+      throw new DataError(location, undefined, `cannot fetch ${url}: ${(e as Error).message}`);
+    }
+    if (refused) {
+      tally.skip("address");
+      tally.warn(`${location}: not fetched: ${url === location ? "" : `redirect to ${url}: `}${refused}`);
+      return undefined;
+    }
+    const next = response!.headers.get("location");
+    if (response!.status >= 300 && response!.status < 400 && next) {
+      await response!.body?.cancel();
+      url = new URL(next, url).href;
+      continue;
+    }
+    if (!response!.ok || !response!.body) {
+      await response!.body?.cancel();
+      throw new DataError(location, undefined, `HTTP ${response!.status} ${response!.statusText}`);
+    }
+    return { name: location, stream: response!.body } satisfies ArchiveSource;
+  }
+  throw new DataError(location, undefined, `more than ${MAX_ARCHIVE_REDIRECTS} redirects`);
+}
+
 /** Extracts a document from every HTML/text `response`, `resource` and ARC record of one archive. */
 export async function warcShard(args: WarcShardArgs, env: ShardEnv): Promise<ShardResult> {
   return await writeShard(env, args.shard, async (writer, tally) => {
-    const source = await openArchive(args.location);
+    const source = await openGuarded(args.location, args.opts, tally);
+    if (!source) return;
     const records = readArchive(source, {
       maxRecordBytes: args.opts.maxBytes,
       onWarning: (w) => tally.warn(`${args.location}: byte ${w.offset}: ${w.message}`),
@@ -160,6 +214,11 @@ export async function warcShard(args: WarcShardArgs, env: ShardEnv): Promise<Sha
       tally.add("bytesIn", record.length);
       if (record.type !== "response" && record.type !== "resource") {
         tally.skip("record-type");
+        continue;
+      }
+      const nonPage = args.opts.keepNonPages ? undefined : nonPageReason(record.url);
+      if (nonPage) {
+        tally.skip(nonPage);
         continue;
       }
       if (!record.block) {
@@ -230,13 +289,14 @@ export async function filesShard(args: FilesShardArgs, env: ShardEnv): Promise<S
       tally.add("records");
       const type = TYPE_BY_EXTENSION[extname(path).toLowerCase()] ?? "application/octet-stream";
       const info = await Deno.stat(path);
-      tally.add("bytesIn", info.size);
-      if (info.size > args.opts.maxBytes) {
+      const bytes = await readAtMost(path, args.opts.maxBytes);
+      tally.add("bytesIn", bytes?.length ?? info.size);
+      if (!bytes) {
         tally.skip("size");
         continue;
       }
       const doc = pageDocument({
-        bytes: await Deno.readFile(path),
+        bytes,
         contentType: type,
         url: pathToFileURL(resolve(path)).href,
         fetchTime: info.mtime?.toISOString(),
@@ -253,6 +313,31 @@ export async function filesShard(args: FilesShardArgs, env: ShardEnv): Promise<S
   });
 }
 
+/**
+ * The bytes of a file, or undefined when it holds more than `maxBytes` (read as a stream and stopped
+ * there, so a file that grows, or a named pipe, costs no more than that).
+ */
+async function readAtMost(path: string, maxBytes: number): Promise<Uint8Array | undefined> {
+  using file = await Deno.open(path, { read: true });
+  const parts: Uint8Array[] = [];
+  let size = 0;
+  const buffer = new Uint8Array(Math.min(maxBytes + 1, 1 << 20));
+  for (;;) {
+    const n = await file.read(buffer);
+    if (n === null) break;
+    size += n;
+    if (size > maxBytes) return undefined;
+    parts.push(buffer.slice(0, n));
+  }
+  const out = new Uint8Array(size);
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}
+
 /** Arguments of {@linkcode jsonlShard}. */
 export interface JsonlShardArgs {
   path: string;
@@ -262,19 +347,30 @@ export interface JsonlShardArgs {
 
 /**
  * Copies a JSONL document file (`{id, text, url?, meta?}` a line, optionally .gz/.zst) into a shard,
- * adding the language where it is missing. Bad lines become warnings naming the line.
+ * adding the language where it is missing. Bad lines become warnings naming the line; lines over
+ * `maxBytes` are skipped as `size` without being held in memory; compressed data cut short or
+ * damaged is a warning with its byte offset, and the documents before it are kept.
  */
 export async function jsonlShard(args: JsonlShardArgs, env: ShardEnv): Promise<ShardResult> {
   return await writeShard(env, args.shard, async (writer, tally) => {
     const docs = readDocuments(args.path, {
       onBadLine: (line, why) => {
+        tally.add("records");
         tally.skip("bad-line");
         tally.warn(`${args.path}:${line}: ${why}`);
       },
+      maxLineBytes: args.opts.maxBytes,
+      onLongLine: (line, bytes) => {
+        tally.add("records");
+        tally.add("bytesIn", bytes);
+        tally.skip("size");
+        tally.warn(`${args.path}:${line}: ${bytes} bytes, over maxBytes (${args.opts.maxBytes}): skipped`);
+      },
+      onDamage: (offset, why) => tally.warn(`${args.path}: byte ${offset}: ${why}`),
     });
-    for await (const { doc, line } of docs) {
+    for await (const { doc, line, bytes } of docs) {
       tally.add("records");
-      tally.add("bytesIn", doc.text.length);
+      tally.add("bytesIn", bytes);
       if (doc.text.trim().length < args.opts.minChars) {
         tally.skip("empty");
         continue;
