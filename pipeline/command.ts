@@ -19,6 +19,7 @@
  * @module
  */
 import { dirname, resolve } from "node:path";
+import { fileURLToPath as fromFileUrl } from "node:url";
 import { parseArgs } from "node:util";
 import { InterruptedError, isKilnError, LockedError } from "./errors.ts";
 import type { Pipeline, StageStatus } from "./pipeline.ts";
@@ -26,6 +27,10 @@ import { formatDuration } from "./progress.ts";
 import type { Kind } from "./stage.ts";
 
 const COMMANDS = ["run", "status", "plan", "gc", "report", "stages"] as const;
+/** kiln's folder, when it is loaded from files: where `deno task kiln` runs. */
+const KILN_ROOT = import.meta.url.startsWith("file:")
+  ? fromFileUrl(new URL("..", import.meta.url)).replace(/\/$/, "")
+  : "";
 type Command = typeof COMMANDS[number];
 
 /**
@@ -126,9 +131,10 @@ export async function main(
     console.log(await opts.kiln.stages(values.docs ?? false));
     return 0;
   }
-  // Paths on the command line are relative to where the command was typed (`deno task` runs its
-  // tasks from kiln's folder and says where it was called from in INIT_CWD).
-  const invokedFrom = envVar("INIT_CWD") ?? Deno.cwd();
+  // Paths on the command line are relative to where the command was typed: `deno task kiln` runs in
+  // kiln's folder and says where it was called from in INIT_CWD (which any process it starts inherits,
+  // so it counts only while the working directory is kiln's own).
+  const invokedFrom = (Deno.cwd() === KILN_ROOT && envVar("INIT_CWD")) || Deno.cwd();
   const fromInvocation = (path?: string) => path === undefined ? undefined : resolve(invokedFrom, path);
   let p = opts.pipeline;
   if (!p) {
