@@ -17,7 +17,7 @@ import { parseArgs } from "node:util";
 import type { Backend } from "../kernels/backend.ts";
 import { createCpuBackend } from "../kernels/cpu.ts";
 import { createBackend } from "../kernels/device.ts";
-import { createWebGpuBackend, type WebGpuBackend } from "../kernels/webgpu.ts";
+import { createWebGpuBackend, type WebGpuBackend, type WebGpuCounts } from "../kernels/webgpu.ts";
 import { type GPTConfig, gptConfig } from "../model/config.ts";
 import type { Precision } from "../model/gpt.ts";
 import { initParams, paramLayout } from "../model/params.ts";
@@ -124,6 +124,56 @@ function report(backend: string, shape: Shape, precision: Precision, ms: number)
   console.log(`${backend} ${shape.name} ${precision}: ${ms.toFixed(1)} ms/step, ${tokens} tokens/s`);
 }
 
+/** Per-operation overheads through Deno on an H100 (DESIGN.md, measured): readback, pass, dispatch. */
+const H100_OVERHEAD_MS = { readback: 11, pass: 0.06, dispatch: 0.01 };
+
+/** The difference of two counter snapshots. */
+function since(before: WebGpuCounts, after: WebGpuCounts): WebGpuCounts {
+  const d = { ...after };
+  for (const key of Object.keys(d) as (keyof WebGpuCounts)[]) d[key] -= before[key];
+  return d;
+}
+
+/** The host overhead `c` implies on an H100 through Deno, in ms. */
+export function impliedOverheadMs(c: WebGpuCounts): number {
+  const o = H100_OVERHEAD_MS;
+  return c.readbacks * o.readback + c.passes * o.pass + c.dispatches * o.dispatch;
+}
+
+/**
+ * What one training step (micro-step + optimizer step) sends to the device, counted by the backend,
+ * and what reading its metrics adds; printed with the overhead those counts imply on an H100.
+ */
+export async function stepCounts(
+  gpu: WebGpuBackend,
+  shape: Shape,
+  precision: Precision,
+): Promise<{ step: WebGpuCounts; readMetrics: WebGpuCounts }> {
+  const t = await trainer(gpu, shape, precision);
+  await oneStep(t, shape); // warm-up: uploads of the initial weights are not a step's
+  const data = batch(shape, 1), steps = 4;
+  // Steady state: a step's last ops ride with the next step's submit, so count several and divide.
+  t.microStep(data);
+  t.optimizerStep(1e-4);
+  const start = gpu.counts();
+  for (let i = 0; i < steps; i++) {
+    t.microStep(data);
+    t.optimizerStep(1e-4);
+  }
+  const afterSteps = gpu.counts();
+  await t.readMetrics();
+  const readMetrics = since(afterSteps, gpu.counts());
+  t.dispose();
+  const step = since(start, afterSteps);
+  for (const key of Object.keys(step) as (keyof WebGpuCounts)[]) step[key] /= steps;
+  const line = (c: WebGpuCounts) =>
+    `${c.dispatches} dispatches, ${c.passes} passes, ${c.submits} submits, ${c.uploads} uploads, ` +
+    `${c.readbacks} readbacks → ~${impliedOverheadMs(c).toFixed(2)} ms on an H100`;
+  console.log(`  ${precision} counts per step: ${line(step)}`);
+  console.log(`  ${precision} counts per readMetrics (every N steps): ${line(readMetrics)}`);
+  return { step, readMetrics };
+}
+
 /** fp32 and (with shader-f16) mixed on WebGPU; then one profiled step per precision, split by kernel. */
 async function gpuRuns(gpu: WebGpuBackend, shape: Shape) {
   const precisions: Precision[] = gpu.hasF16 ? ["fp32", "mixed"] : ["fp32"];
@@ -134,6 +184,7 @@ async function gpuRuns(gpu: WebGpuBackend, shape: Shape) {
     const t = await trainer(gpu, shape, precision);
     report("webgpu", shape, precision, await msPerStep(t, shape));
     t.dispose();
+    await stepCounts(gpu, shape, precision);
     if (!gpu.hasTimestamps) continue;
     // Each dispatch in its own timed pass: slower overall, but the split is GPU time per kernel.
     const profiled = createWebGpuBackend(gpu.device, gpu.description, { profile: true });
@@ -186,6 +237,19 @@ if (import.meta.main) {
   if (gpu) {
     await gpuRuns(gpu, TINY);
     const software = /llvmpipe|lavapipe|swiftshader|software/i.test(gpu.description);
+    if (software) {
+      // GPT-2's 12 layers at a width llvmpipe can hold: the same ops a step, so the same counts.
+      console.log(
+        "webgpu counts of GPT-2's depth (12 layers × 64 wide, B2×T64; GPT-2 124M records the same ops):",
+      );
+      await stepCounts(gpu, {
+        name: "12 layers",
+        config: gptConfig({ layers: 12, dim: 64, heads: 4, context: 64, vocab: 256 }),
+        B: 2,
+        T: 64,
+        steps: 1,
+      }, "fp32");
+    }
     if (args.gpt2 || !software) {
       const B = Number(args.batch), T = Number(args.seq);
       await gpuRuns(gpu, {

@@ -118,7 +118,7 @@ await pipeline("align", { workdir })
     warmup: 20,
     logEvery: 25,
     eval: { every: 50, batches: 4 },
-    sample: { every: 0, tokens: 16, prompt: "", temperature: 1, topK: 40 },
+    sample: { every: 0, maxTokens: 16, prompt: "", temperature: 1, topK: 40 },
     checkpointEvery: 50,
     backend,
   }))
@@ -131,7 +131,7 @@ await pipeline("align", { workdir })
     warmup: 5,
     packing: false,
     logEvery: 8,
-    samples: { count: sizes.eval, every: 0, maxTokens: 4, temperature: 0 },
+    sample: { count: sizes.eval, every: 0, maxTokens: 4, temperature: 0 },
     checkpointEvery: 16,
     backend,
   }))
@@ -155,8 +155,8 @@ await pipeline("align", { workdir })
     iterations: 20,
     batch: 32,
     minibatch: 16,
-    epochs: 4,
-    maxResponse: 4,
+    ppoEpochs: 4,
+    maxTokens: 4,
     lr: 3e-4,
     valueLr: 1e-3,
     kl: { beta: 0.02 }, // InstructGPT's β

@@ -46,8 +46,8 @@ export const demo = pipeline("demo", { workdir: ".kiln" })
       iterations: 2,
       batch: 8,
       minibatch: 4,
-      epochs: 1,
-      maxResponse: 8,
+      ppoEpochs: 1,
+      maxTokens: 8,
       backend,
     }),
   );

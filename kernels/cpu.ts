@@ -30,6 +30,8 @@ import {
   type SampleOptions,
   type Tensor,
 } from "./backend.ts";
+import { simdAttentionBackward, simdAttentionForward } from "./cpu_attention.ts";
+import { cpuThreads, simdMatmul } from "./cpu_matmul.ts";
 import { tokenBuckets, uniformDraw } from "./host.ts";
 
 type Store = Float32Array | Float64Array | Uint32Array | Float16Array;
@@ -42,6 +44,15 @@ class CpuStorage {
 export interface CpuBackendOptions {
   /** How f32 tensors are stored: "f32" (default, as on a GPU) or "f64" (gradient checks). */
   precision?: "f32" | "f64";
+  /**
+   * The matmul of f32 storage: "simd" (default), the WebAssembly SIMD kernel of `cpu_matmul.ts`
+   * (float32 sums, on up to `threads` threads; attention then runs on it too, `cpu_attention.ts`), or
+   * "reference", this file's float64 loops (always used with `precision: "f64"`). Both are
+   * deterministic; they agree within float32 rounding.
+   */
+  matmul?: "simd" | "reference";
+  /** Most threads the SIMD matmul uses; default `KILN_CPU_THREADS`, else the cores (at most 4). */
+  threads?: number;
 }
 
 /** The CPU backend, plus direct access to a tensor's elements (tests, gradient checks). */
@@ -55,8 +66,11 @@ const GELU_SCALE = Math.sqrt(2 / Math.PI);
 /** Creates the TypeScript reference backend. */
 export function createCpuBackend(options: CpuBackendOptions = {}): CpuBackend {
   const f64 = options.precision === "f64";
+  const simd = !f64 && options.matmul !== "reference";
+  const threads = simd ? cpuThreads(options.threads) : 1;
   const data = (t: Tensor): Store => (t.storage as CpuStorage).data;
   const array = (t: Tensor) => data(t).subarray(t.offset, t.offset + t.length);
+  const floats = (t: Tensor) => array(t) as Float32Array | Float16Array;
   const make = (length: number, dtype: DType): Store => {
     if (dtype === "u32") return new Uint32Array(length);
     if (dtype === "f16") return new Float16Array(length);
@@ -65,7 +79,11 @@ export function createCpuBackend(options: CpuBackendOptions = {}): CpuBackend {
 
   const backend: CpuBackend = {
     name: "cpu",
-    description: f64 ? "TypeScript reference (float64)" : "TypeScript reference",
+    description: f64
+      ? "TypeScript reference (float64)"
+      : simd
+      ? `TypeScript + WebAssembly SIMD matmul (${threads} thread${threads > 1 ? "s" : ""})`
+      : "TypeScript reference",
     hasF16: true,
     array,
 
@@ -130,7 +148,11 @@ export function createCpuBackend(options: CpuBackendOptions = {}): CpuBackend {
       checkTensor("matmul", "out", out, (batch.count - 1) * batch.strideOut + o.m * o.n);
       const A = array(a), Bm = array(b), O = array(out), bias = o.bias ? array(o.bias) : null;
       for (let bi = 0; bi < batch.count; bi++) {
-        hostMatmul(O, A, Bm, bias, o, bi * batch.strideOut, bi * batch.strideA, bi * batch.strideB);
+        const [oo, ao, bo] = [bi * batch.strideOut, bi * batch.strideA, bi * batch.strideB];
+        // The reference also takes products too big for the SIMD kernel's 4 GiB of wasm memory.
+        if (!simd || !simdMatmul(O, A, Bm, bias, o, oo, ao, bo, threads)) {
+          hostMatmul(O, A, Bm, bias, o, oo, ao, bo);
+        }
       }
     },
 
@@ -174,6 +196,10 @@ export function createCpuBackend(options: CpuBackendOptions = {}): CpuBackend {
     },
 
     attentionForward(out, lse, qkv, opts) {
+      if (simd) {
+        const allowed = opts.segments ? attendsTo(opts) : null;
+        return simdAttentionForward(floats(out), floats(lse), floats(qkv), opts, allowed, threads);
+      }
       const { B, T, C, NH } = opts, hs = C / NH, scale = 1 / Math.sqrt(hs);
       // The inputs as float64 (exact): the loops then see one array type, which V8 runs several times
       // faster than loops over whichever typed array the storage is.
@@ -250,6 +276,11 @@ export function createCpuBackend(options: CpuBackendOptions = {}): CpuBackend {
       }
     },
     attentionBackward(dqkv, dout, qkv, out, lse, opts) {
+      if (simd) {
+        const allowed = opts.segments ? attendsTo(opts) : null;
+        const [dq, d, q, o, l] = [dqkv, dout, qkv, out, lse].map(floats);
+        return simdAttentionBackward(dq, d, q, o, l, opts, allowed, threads);
+      }
       const { B, T, C, NH } = opts, hs = C / NH, scale = 1 / Math.sqrt(hs);
       // float64 copies and a float64 gradient, written once: one array type in the loops (see
       // attentionForward), and no rounding of the running sums in f32 mode.

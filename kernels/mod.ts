@@ -29,5 +29,12 @@ export type {
 } from "./backend.ts";
 export { type CpuBackend, type CpuBackendOptions, createCpuBackend } from "./cpu.ts";
 export { createBackend, type CreateBackendOptions } from "./device.ts";
-export { createWebGpuBackend, type KernelTiming, type WebGpuBackend, type WebGpuOptions } from "./webgpu.ts";
+export {
+  createWebGpuBackend,
+  type KernelTiming,
+  type WebGpuBackend,
+  type WebGpuCounts,
+  type WebGpuOptions,
+} from "./webgpu.ts";
 export { type TokenBuckets, tokenBuckets } from "./host.ts";
+export { type TuneResult, type TuneShape } from "./autotune.ts";

@@ -64,7 +64,8 @@ import {
   layernormForwardKernel,
   LN_BACKWARD_ROWS,
 } from "./wgsl/layernorm.ts";
-import { matmulKernel, matmulTiles, TILES } from "./wgsl/matmul.ts";
+import { matmulKernel, type MatmulTile, matmulTiles, TILE_CANDIDATES } from "./wgsl/matmul.ts";
+import { MatmulTuner, type TuneResult, type TuneShape } from "./autotune.ts";
 import {
   adamwKernel,
   clipScaleKernel,
@@ -80,12 +81,37 @@ import {
 export interface WebGpuOptions {
   /** Give each dispatch its own pass with timestamps, for {@linkcode WebGpuBackend.timings}. */
   profile?: boolean;
+  /**
+   * Matmul autotuning (`autotune.ts`): on by default on hardware adapters, off on software ones
+   * (llvmpipe compiles each candidate slowly); `KILN_AUTOTUNE=0` turns it off everywhere. An object
+   * turns it on and sets the cache file (`null`: memory only) or the candidates.
+   */
+  autotune?: boolean | { cacheFile?: string | null; candidates?: MatmulTile[] };
+  /** Run every matmul with this tile shape (benchmarks, tests): no heuristic, no tuning. */
+  matmulTile?: MatmulTile;
 }
 
 /** One dispatch's GPU time, from timestamp queries. */
 export interface KernelTiming {
   kernel: string;
   ms: number;
+}
+
+/**
+ * What reached the device since the backend was created: the overheads a training step should keep
+ * few (through Deno each readback waits ~11 ms, each pass costs ~60 µs, each dispatch ~10 µs).
+ */
+export interface WebGpuCounts {
+  /** `dispatchWorkgroups` calls. */
+  dispatches: number;
+  /** Compute passes begun. */
+  passes: number;
+  /** `queue.submit` calls. */
+  submits: number;
+  /** Host-to-device copies of {@linkcode Backend.upload} (each also submits what was recorded before). */
+  uploads: number;
+  /** Device-to-host readbacks ({@linkcode Backend.download}): each waits for the queue to drain. */
+  readbacks: number;
 }
 
 /** The WebGPU backend, with its device and counters. */
@@ -95,6 +121,13 @@ export interface WebGpuBackend extends Backend {
   readonly hasTimestamps: boolean;
   /** Pipelines compiled so far and the milliseconds spent compiling them. */
   stats(): { pipelines: number; compileMs: number; dispatches: number };
+  /**
+   * Times the candidate tiles of the matmul shape classes used since the last tuning, keeps the
+   * fastest (cached per adapter). Runs by itself at the next download; call it to tune now.
+   */
+  tuneMatmuls(): Promise<TuneResult[]>;
+  /** Cumulative counts of dispatches, passes, submits, uploads and readbacks ({@linkcode WebGpuCounts}). */
+  counts(): WebGpuCounts;
   /** With `profile`: GPU times of the dispatches submitted since the last call, in order. */
   timings(): Promise<KernelTiming[]>;
 }
@@ -124,6 +157,20 @@ export function createWebGpuBackend(
   const hasF16 = device.features.has("shader-f16");
   const hasTimestamps = device.features.has("timestamp-query");
   const profile = options.profile === true && hasTimestamps;
+  const forcedTile = options.matmulTile;
+  const software = /llvmpipe|lavapipe|swiftshader|software/i.test(adapterName);
+  const limits = device.limits;
+  const tuner = new MatmulTuner(
+    `${adapterName} | wg ${limits.maxComputeInvocationsPerWorkgroup} | ` +
+      `shm ${limits.maxComputeWorkgroupStorageSize}`,
+    {
+      enabled: forcedTile === undefined && !profile && (options.autotune ?? !software) !== false,
+      ...(typeof options.autotune === "object" ? options.autotune : {}),
+    },
+  );
+  let tuning: Promise<TuneResult[]> | null = null;
+  /** Set while the tuner records a timed pass. */
+  let timestampWrites: GPUComputePassTimestampWrites | null = null;
   const slot = Math.max(256, device.limits.minUniformBufferOffsetAlignment);
   const maxBinding = device.limits.maxStorageBufferBindingSize;
 
@@ -191,6 +238,7 @@ export function createWebGpuBackend(
   let profiled: string[] = [];
   const pendingTimings: Array<Promise<KernelTiming[]>> = [];
   let dispatches = 0;
+  const counts: WebGpuCounts = { dispatches: 0, passes: 0, submits: 0, uploads: 0, readbacks: 0 };
 
   const pipelines = new Map<string, GPUComputePipeline>();
   let compileMs = 0;
@@ -330,8 +378,12 @@ export function createWebGpuBackend(
         })
         : encoder.beginComputePass();
       profiled.push(kernel.name);
+      counts.passes++;
     }
-    pass ??= encoder.beginComputePass();
+    if (!pass) {
+      pass = encoder.beginComputePass(timestampWrites ? { timestampWrites } : undefined);
+      counts.passes++;
+    }
     pass.setPipeline(p);
     pass.setBindGroup(0, bindGroup);
     const [x, y, z] = typeof groups === "number" ? grid(groups) : groups;
@@ -340,6 +392,7 @@ export function createWebGpuBackend(
     }
     pass.dispatchWorkgroups(x, y, z);
     dispatches++;
+    counts.dispatches++;
   };
 
   const submit = () => {
@@ -379,6 +432,7 @@ export function createWebGpuBackend(
     }
     profiled = [];
     device.queue.submit([encoder.finish()]);
+    counts.submits++;
     encoder = null;
     if (readTimings) pendingTimings.push(readTimings());
     for (const s of scratch) release(s);
@@ -434,6 +488,113 @@ export function createWebGpuBackend(
     run(reduceFinalKernel(), [out, partial], [groups, finish, n], [1, 1, 1]);
   };
 
+  /** Records one matmul, with `tile` or else the tuned (or heuristic) tile of its shape class. */
+  const recordMatmul = (out: Tensor, a: Tensor, b: Tensor, o: MatmulOptions, tile?: MatmulTile) => {
+    const { m, n, k } = o;
+    const batch = o.batch ?? { count: 1, strideA: 0, strideB: 0, strideOut: 0 };
+    checkTensor("matmul", "out", out, (batch.count - 1) * batch.strideOut + m * n);
+    checkTensor("matmul", "a", a, (batch.count - 1) * batch.strideA + m * k, a.dtype);
+    checkTensor("matmul", "b", b, (batch.count - 1) * batch.strideB + k * n, b.dtype);
+    if (a.dtype === "u32" || b.dtype === "u32") throw new Error("matmul: operands must be f32 or f16");
+    // vec4 loads need the operand's contiguous dimension, offset and batch stride in multiples of 4.
+    const vecA = a.offset % 4 === 0 && (o.transA ? m : k) % 4 === 0 && batch.strideA % 4 === 0;
+    const vecB = b.offset % 4 === 0 && (o.transB ? k : n) % 4 === 0 && batch.strideB % 4 === 0;
+    const shape: TuneShape = {
+      m,
+      n,
+      k,
+      batch: batch.count,
+      transA: o.transA === true,
+      transB: o.transB === true,
+      typeA: a.dtype as "f32" | "f16",
+      typeB: b.dtype as "f32" | "f16",
+    };
+    const tiles = TILE_CANDIDATES[tile ?? forcedTile ?? tuner.pick(shape) ?? matmulTiles(m, n, batch.count)];
+    const kernel = matmulKernel({
+      ...tiles,
+      transA: o.transA === true,
+      transB: o.transB === true,
+      vecA,
+      vecB,
+      typeA: a.dtype as "f32" | "f16",
+      typeB: b.dtype as "f32" | "f16",
+    });
+    run(
+      kernel,
+      [out, a, b, o.bias ?? none("f32")],
+      [
+        m,
+        n,
+        k,
+        vecA ? batch.strideA / 4 : batch.strideA,
+        vecB ? batch.strideB / 4 : batch.strideB,
+        batch.strideOut,
+        o.bias ? 1 : 0,
+        o.accumulate ? 1 : 0,
+      ],
+      [Math.ceil(n / tiles.BN), Math.ceil(m / tiles.BM), batch.count],
+    );
+  };
+
+  /** Time of `tile` on `shape` in ms: GPU time by timestamps where the device has them, else wall time. */
+  const timeTile = async (shape: TuneShape, tile: MatmulTile): Promise<number> => {
+    const { m, n, k, batch } = shape;
+    const a = backend.alloc(batch * m * k, shape.typeA), b = backend.alloc(batch * k * n, shape.typeB);
+    const out = backend.alloc(batch * m * n);
+    backend.fill(a, 0.5);
+    backend.fill(b, 0.25);
+    const opts: MatmulOptions = {
+      m,
+      n,
+      k,
+      transA: shape.transA,
+      transB: shape.transB,
+      batch: batch > 1 ? { count: batch, strideA: m * k, strideB: k * n, strideOut: m * n } : undefined,
+    };
+    recordMatmul(out, a, b, opts, tile); // warm-up: compiles the pipeline
+    await backend.finish();
+    // Enough repeats for ~1 ms even on a big GPU (wall time also pays one queue round trip).
+    const reps = Math.max(1, Math.min(20, Math.ceil(4e10 / (2 * batch * m * n * k))));
+    let ms: number;
+    if (hasTimestamps) {
+      const querySet = device.createQuerySet({ type: "timestamp", count: 2 });
+      const resolved = device.createBuffer({
+        size: 16,
+        usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
+      });
+      const readable = device.createBuffer({
+        size: 16,
+        usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+      });
+      timestampWrites = { querySet, beginningOfPassWriteIndex: 0, endOfPassWriteIndex: 1 };
+      for (let i = 0; i < reps; i++) recordMatmul(out, a, b, opts, tile);
+      timestampWrites = null;
+      pass?.end();
+      pass = null;
+      encoder!.resolveQuerySet(querySet, 0, 2, resolved, 0);
+      encoder!.copyBufferToBuffer(resolved, 0, readable, 0, 16);
+      submit();
+      await mapped(readable);
+      const [begin, end] = new BigUint64Array(readable.getMappedRange().slice(0));
+      ms = Number(end - begin) / 1e6 / reps;
+      for (const x of [readable, resolved]) x.destroy();
+      querySet.destroy();
+    } else {
+      const start = performance.now();
+      for (let i = 0; i < reps; i++) recordMatmul(out, a, b, opts, tile);
+      await backend.finish();
+      ms = (performance.now() - start) / reps;
+    }
+    // Destroyed, not pooled: a big class's operands (GPT-2's head gradient: 1.6 GB) must not stay.
+    for (const t of [a, b, out]) storage(t).buffer.destroy();
+    return ms;
+  };
+  const tuneMatmuls = (): Promise<TuneResult[]> => {
+    submit(); // the caller's recorded work goes first, in its own submit
+    tuning ??= tuner.tune(timeTile).finally(() => (tuning = null));
+    return tuning;
+  };
+
   const backend: WebGpuBackend = {
     name: "webgpu",
     description: adapterName,
@@ -470,9 +631,12 @@ export function createWebGpuBackend(
         ? (host instanceof Uint32Array ? host : Uint32Array.from(host as ArrayLike<number>))
         : (host instanceof Float32Array ? host : Float32Array.from(host as ArrayLike<number>));
       device.queue.writeBuffer(storage(t).buffer, t.offset * 4, data as Uint32Array<ArrayBuffer>);
+      counts.uploads++;
     },
     async download(...tensors) {
       alive();
+      // A readback waits for the device anyway: the moment to tune the matmul classes seen so far.
+      if (tuner.hasPending) await tuneMatmuls();
       // One staging buffer for all of them; copies need 4-byte alignment, so f16 ranges are widened.
       const ranges = tensors.map((t) => {
         const bytes = BYTES[t.dtype], begin = t.offset * bytes, end = (t.offset + t.length) * bytes;
@@ -494,6 +658,7 @@ export function createWebGpuBackend(
         }
       });
       submit();
+      counts.readbacks++;
       await mapped(staging);
       alive();
       const bytes = staging.getMappedRange();
@@ -523,6 +688,8 @@ export function createWebGpuBackend(
       device.destroy();
     },
     stats: () => ({ pipelines: pipelines.size, compileMs, dispatches }),
+    counts: () => ({ ...counts }),
+    tuneMatmuls,
     async timings() {
       const all = await Promise.all(pendingTimings.splice(0));
       return all.flat();
@@ -552,40 +719,7 @@ export function createWebGpuBackend(
     },
 
     matmul(out, a, b, o: MatmulOptions) {
-      const { m, n, k } = o;
-      const batch = o.batch ?? { count: 1, strideA: 0, strideB: 0, strideOut: 0 };
-      checkTensor("matmul", "out", out, (batch.count - 1) * batch.strideOut + m * n);
-      checkTensor("matmul", "a", a, (batch.count - 1) * batch.strideA + m * k, a.dtype);
-      checkTensor("matmul", "b", b, (batch.count - 1) * batch.strideB + k * n, b.dtype);
-      if (a.dtype === "u32" || b.dtype === "u32") throw new Error("matmul: operands must be f32 or f16");
-      // vec4 loads need the operand's contiguous dimension, offset and batch stride in multiples of 4.
-      const vecA = a.offset % 4 === 0 && (o.transA ? m : k) % 4 === 0 && batch.strideA % 4 === 0;
-      const vecB = b.offset % 4 === 0 && (o.transB ? k : n) % 4 === 0 && batch.strideB % 4 === 0;
-      const tiles = TILES[matmulTiles(m, n, batch.count)];
-      const kernel = matmulKernel({
-        ...tiles,
-        transA: o.transA === true,
-        transB: o.transB === true,
-        vecA,
-        vecB,
-        typeA: a.dtype as "f32" | "f16",
-        typeB: b.dtype as "f32" | "f16",
-      });
-      run(
-        kernel,
-        [out, a, b, o.bias ?? none("f32")],
-        [
-          m,
-          n,
-          k,
-          vecA ? batch.strideA / 4 : batch.strideA,
-          vecB ? batch.strideB / 4 : batch.strideB,
-          batch.strideOut,
-          o.bias ? 1 : 0,
-          o.accumulate ? 1 : 0,
-        ],
-        [Math.ceil(n / tiles.BN), Math.ceil(m / tiles.BM), batch.count],
-      );
+      recordMatmul(out, a, b, o);
     },
 
     layernormForward(out, mean, rstd, inp, weight, bias, { rows, C, eps = 1e-5 }) {

@@ -327,8 +327,18 @@ export class GPT {
     const withLogits = options.logits ?? true;
     if (options.targets && !withLogits) throw new Error("forward: targets need the logits (logits: false)");
     if (options.positions) this.checkPositions(acts, options.positions);
+    if (options.targets && options.targets.length !== BT) {
+      throw new Error(`expected ${BT} targets, got ${options.targets.length}`);
+    }
+    if (options.targets && options.lossMask && !acts.mask) {
+      throw new Error("these activations were allocated without a loss mask");
+    }
+    // Every upload comes before the first recorded op: on WebGPU an upload after recorded work
+    // submits that work first, which would split the step into several submits and passes.
     acts.hostTokens.set(inputs);
     bk.upload(acts.tokens, acts.hostTokens);
+    if (options.targets) bk.upload(acts.targets, options.targets);
+    if (options.targets && options.lossMask) bk.upload(acts.mask!, options.lossMask);
     acts.segmented = options.segments !== undefined;
     if (options.segments) {
       if (!acts.segments) throw new Error("these activations were allocated without segments");
@@ -388,14 +398,8 @@ export class GPT {
     bk.matmul(acts.logits, half(acts.lnf, acts.lnfHalf), w.wte, { m: BT, n: V, k: C, transB: true });
 
     if (options.targets) {
-      if (options.targets.length !== BT) {
-        throw new Error(`expected ${BT} targets, got ${options.targets.length}`);
-      }
-      bk.upload(acts.targets, options.targets);
       acts.lossNorm = BT;
       if (options.lossMask) {
-        if (!acts.mask) throw new Error("these activations were allocated without a loss mask");
-        bk.upload(acts.mask, options.lossMask);
         // The backend normalises by the mask's sum; the host knows it, so the loss can use it too.
         acts.lossNorm = options.lossMask.reduce((s, x) => s + x, 0);
       }

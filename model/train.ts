@@ -119,8 +119,11 @@ export class Optimizer {
     return this.step;
   }
 
-  /** Records the clip factor and the AdamW update at `lr`, then zeroes the gradients. */
-  update(lr: number): void {
+  /**
+   * Records the clip factor and the AdamW update at `lr`, then zeroes the gradients; `recordAfter`
+   * (e.g. copying the norm into a metrics buffer) goes into the same submit.
+   */
+  update(lr: number, recordAfter?: () => void): void {
     const bk = this.backend;
     const { clip, ...adamw } = this.settings;
     if (this.groups.length === 1) bk.globalNorm(this.norm, this.groups[0].grads);
@@ -145,6 +148,7 @@ export class Optimizer {
       if (g.half) bk.copy(g.half, g.params);
       bk.fill(g.grads, 0);
     });
+    recordAfter?.();
     bk.submit();
   }
 
@@ -266,8 +270,11 @@ export class Trainer {
   optimizerStep(lr: number): void {
     if (this.microSteps === 0) throw new Error("optimizerStep() without a microStep() before it");
     const bk = this.model.backend;
-    this.optimizer.update(lr);
-    bk.copy(bk.view(this.metrics, 2 * this.pending + 1, 1), this.optimizer.gradNorm);
+    // The norm's copy rides in the optimizer's submit: one submit a step, none left for the next.
+    this.optimizer.update(
+      lr,
+      () => bk.copy(bk.view(this.metrics, 2 * this.pending + 1, 1), this.optimizer.gradNorm),
+    );
     this.pending++;
     this.microSteps = 0;
   }

@@ -39,18 +39,16 @@
  * @module
  */
 import { z } from "npm:zod@^4.6.7";
-import {
-  backendOption,
-  checkPrecision,
-  optimizerOptions,
-  positiveInt,
-  precisionOption,
-} from "../model/train_options.ts";
+import { everyOption, positiveInt, trainingOptions } from "../model/train_options.ts";
 import { defineStage, localPaths, type StageContext } from "../pipeline/stage.ts";
-import { ConfigError, InterruptedError, KilnError } from "../pipeline/errors.ts";
+import { ConfigError, KilnError } from "../pipeline/errors.ts";
 import { fingerprintFiles } from "../pipeline/files.ts";
-import { createBackend } from "../kernels/device.ts";
-import { loadTrainCheckpoint, saveTrainCheckpoint, serializeConfig, specialTokenIds } from "../model/checkpoint.ts";
+import {
+  loadTrainCheckpoint,
+  saveTrainCheckpoint,
+  serializeConfig,
+  specialTokenIds,
+} from "../model/checkpoint.ts";
 import { learningRate } from "../model/schedule.ts";
 import { Rng } from "../model/rng.ts";
 import { modelTokenizer, startingModel } from "./sft.ts";
@@ -66,6 +64,8 @@ import type { Backend } from "../kernels/backend.ts";
 import { batchPairwiseLoss } from "./reward_model/loss.ts";
 import { packSequences, RewardNetwork } from "./reward_model/network.ts";
 import { REWARD_STATS_FILE, type RewardStats, serializeRewardModel } from "./reward_model/score.ts";
+import { openBackend, type TrainingLoop, trainingLoop, writeJsonl } from "./training/loop.ts";
+import type { ParamLayout } from "../model/params.ts";
 
 /** The `sample` option: comparisons sampled from the starting (SFT) model, ranked by the checker. */
 const sampleSchema = z.object({
@@ -97,8 +97,6 @@ const schema = z.object({
     data: z.string().min(1).optional(),
     fraction: z.number().min(0).max(0.5).default(0.1),
   }).strict().default({ fraction: 0.1 }),
-  /** Start from this model directory instead of the upstream artifact (HF GPT-2 layout). */
-  init: z.string().min(1).optional(),
   tokenizer: z.string().min(1).optional(),
   /** Chat markers; default: the SFT model's `chat_template.json`, else kiln's. */
   template: z.object({
@@ -111,16 +109,12 @@ const schema = z.object({
   epochs: positiveInt.default(1),
   /** Prompts (each with all its C(K,2) pairs) per optimizer step. */
   batch: positiveInt.default(8),
-  /** Row length sequences are packed into (default: the model's context). */
-  seqLen: positiveInt.optional(),
   /** Margin m in −log σ(r_w − r_l − m). */
   margin: z.number().min(0).default(0),
-  ...optimizerOptions({ lr: 1e-5, warmup: 10, weightDecay: 0 }),
-  eval: z.object({ every: z.number().int().min(0).default(0) }).strict().default({ every: 0 }),
-  checkpointEvery: positiveInt.default(100),
-  backend: backendOption,
-  /** `fp32`, or `mixed`: f16 matmul inputs with f32 accumulation and master weights (needs f16 support). */
-  precision: precisionOption,
+  /** `init`: start from this model directory instead of the upstream artifact; `seqLen`: the packed row length. */
+  ...trainingOptions({ lr: 1e-5, warmup: 10, weightDecay: 0, checkpointEvery: 100 }),
+  /** Held-out loss and pairwise accuracy before training, every `every` steps (0: never) and at the end. */
+  eval: z.object({ every: everyOption(0) }).strict().default({ every: 0 }),
 }).strict().refine((cfg) => cfg.data !== undefined || cfg.sample !== undefined, {
   path: ["data"],
   message:
@@ -226,27 +220,14 @@ interface EncodedComparison {
   pairs: [number, number][];
 }
 
-async function run(ctx: StageContext<RewardModelConfig, "model">) {
+/** The comparisons of `data` and of `sample`, split into train and held-out (or `val.data`). */
+async function readAll(
+  ctx: StageContext<RewardModelConfig, "model">,
+  initial: LoadedModel,
+  template: ChatTemplate,
+  backend: Backend,
+) {
   const cfg = ctx.config;
-  const { tokenizer } = await modelTokenizer("reward-model", cfg.tokenizer, [cfg.init, ctx.input.dir]);
-  const initial = await startingModel("reward-model", cfg.init, ctx.input, tokenizer);
-  const { config, layout } = initial;
-  let template: ChatTemplate;
-  try {
-    template = cfg.template
-      ? new ChatTemplate(tokenizer, cfg.template)
-      : await loadChatTemplate(cfg.init ?? ctx.input.dir, tokenizer);
-  } catch (e) {
-    throw new ConfigError("reward-model", ["template"], (e as Error).message);
-  }
-  const T = cfg.seqLen ?? config.context;
-  if (T > config.context) {
-    throw new ConfigError("reward-model", ["seqLen"], `${T} exceeds the model's context ${config.context}`);
-  }
-
-  const backend = await createBackend({ backend: cfg.backend, log: (line) => ctx.log(line) });
-  checkPrecision("reward-model", cfg.precision, backend);
-
   const skipped = new SkipTally();
   const comparisons: Comparison[] = [];
   if (cfg.data) {
@@ -287,6 +268,16 @@ async function run(ctx: StageContext<RewardModelConfig, "model">) {
     skipped.merge(read.skipped);
   }
   skipped.report(ctx);
+  return { train, val };
+}
+
+/** Comparisons as token sequences; those with a response past T tokens are skipped and counted. */
+function encodeAll(
+  ctx: StageContext<RewardModelConfig, "model">,
+  template: ChatTemplate,
+  T: number,
+  read: { train: Comparison[]; val: Comparison[] },
+) {
   const encode = (list: Comparison[]) => {
     const kept: EncodedComparison[] = [];
     let tooLong = 0;
@@ -297,19 +288,48 @@ async function run(ctx: StageContext<RewardModelConfig, "model">) {
     }
     return { kept, tooLong };
   };
-  const trainSet = encode(train), valSet = encode(val);
+  const trainSet = encode(read.train), valSet = encode(read.val);
   if (trainSet.tooLong + valSet.tooLong > 0) {
     ctx.stats.set("skipped.tooLong", trainSet.tooLong + valSet.tooLong);
     ctx.log(`skipped ${trainSet.tooLong + valSet.tooLong} comparisons with a response past ${T} tokens`);
   }
   if (trainSet.kept.length === 0) throw new KilnError(`stage "reward-model": no comparison fits ${T} tokens`);
-  const pairCount = (list: EncodedComparison[]) => list.reduce((n, c) => n + c.pairs.length, 0);
   ctx.stats.set("prompts", trainSet.kept.length);
   ctx.stats.set("pairs", pairCount(trainSet.kept));
   ctx.stats.set("valPrompts", valSet.kept.length);
+  return { train: trainSet.kept, val: valSet.kept };
+}
 
+const pairCount = (list: EncodedComparison[]) => list.reduce((n, c) => n + c.pairs.length, 0);
+
+/** What the step body, the evaluation and the checkpoints of a reward-model run share. */
+interface RmRun {
+  ctx: StageContext<RewardModelConfig, "model">;
+  network: RewardNetwork;
+  layout: ParamLayout;
+  train: EncodedComparison[];
+  val: EncodedComparison[];
+  /** Packs groups into rows of T tokens. */
+  pack(groups: EncodedComparison[]): ReturnType<typeof packSequences>;
+  metrics: MetricsLine[];
+}
+
+/** Splits flat rewards back into the groups they came from. */
+function splitRewards(groups: EncodedComparison[], rewards: Float32Array) {
+  let k = 0;
+  return groups.map((g) => {
+    const r = rewards.subarray(k, k + g.sequences.length);
+    k += g.sequences.length;
+    return { rewards: r, pairs: g.pairs };
+  });
+}
+
+/** The step body, read-back, evaluation and checkpoint of reward-model training, for the training loop. */
+function rmLoop(run: RmRun, start: number): TrainingLoop<number> {
+  const { ctx, network, train, metrics } = run;
+  const cfg = ctx.config;
   // Steps: every epoch a seeded permutation of the prompts, `batch` prompts a step.
-  const n = trainSet.kept.length;
+  const n = train.length;
   const stepsPerEpoch = Math.ceil(n / cfg.batch);
   const totalSteps = stepsPerEpoch * cfg.epochs;
   const orders = new Map<number, Uint32Array>();
@@ -321,26 +341,116 @@ async function run(ctx: StageContext<RewardModelConfig, "model">) {
         new Rng((cfg.seed * 1_000_003 + epoch) >>> 0).shuffle(Uint32Array.from({ length: n }, (_, i) => i)),
       );
     }
-    return Array.from(
-      orders.get(epoch)!.subarray(s * cfg.batch, (s + 1) * cfg.batch),
-      (i) => trainSet.kept[i],
-    );
+    return Array.from(orders.get(epoch)!.subarray(s * cfg.batch, (s + 1) * cfg.batch), (i) => train[i]);
   };
   const schedule = { maxLr: cfg.lr, minLr: cfg.minLr ?? cfg.lr / 10, warmupSteps: cfg.warmup, totalSteps };
+  // The metrics line of the last step, which gets the gradient norm at a read-back.
+  let line!: Extract<MetricsLine, { loss: number }>;
+  return {
+    stage: "reward-model",
+    ctx,
+    unit: "steps",
+    total: totalSteps,
+    start,
+    logEvery: cfg.logEvery,
+    checkpointEvery: cfg.checkpointEvery,
+    async step(done) {
+      const groups = stepGroups(done);
+      let result!: ReturnType<typeof batchPairwiseLoss>;
+      await network.gradient(run.pack(groups), (rewards) => {
+        result = batchPairwiseLoss(splitRewards(groups, rewards), cfg.margin);
+        const flat = new Float64Array(rewards.length);
+        let k = 0;
+        for (const g of result.grads) for (const x of g) flat[k++] = x;
+        return flat;
+      });
+      const lr = learningRate(done, schedule);
+      network.step(lr);
+      // The loss is on the host already; the gradient norm is read with it every logEvery steps.
+      line = { step: done + 1, loss: result.loss, accuracy: result.correct / result.pairs, lr };
+      metrics.push(line);
+      ctx.stats.set("loss", result.loss);
+    },
+    readBack: {
+      read: () => network.gradNorm(),
+      report(gradNorm, { msPerStep }) {
+        line.gradNorm = gradNorm;
+        ctx.log(
+          `step ${line.step}/${totalSteps} loss ${line.loss.toFixed(4)} accuracy ${
+            (line.accuracy * 100).toFixed(0)
+          }% ` +
+            `lr ${line.lr.toExponential(2)} ${msPerStep.toFixed(1)} ms/step`,
+        );
+      },
+    },
+    evaluate: run.val.length > 0
+      ? { every: cfg.eval.every, before: true, end: true, run: (step) => evaluate(run, step) }
+      : undefined,
+    async checkpoint(step) {
+      const s = await network.state();
+      const state: RmState = {
+        step,
+        head: Array.from(s.params[1]),
+        headM: Array.from(s.m[1]),
+        headV: Array.from(s.v[1]),
+        metrics,
+      };
+      await saveTrainCheckpoint(ctx.checkpoint, run.layout, {
+        params: s.params[0],
+        m: s.m[0],
+        v: s.v[0],
+        state,
+      });
+    },
+  };
+}
+
+/** Held-out loss and pairwise accuracy. */
+async function evaluate({ ctx, network, val, pack, metrics }: RmRun, step: number) {
+  const cfg = ctx.config;
+  let loss = 0, correct = 0, pairs = 0;
+  for (let i = 0; i < val.length; i += cfg.batch) {
+    const groups = val.slice(i, i + cfg.batch);
+    const r = batchPairwiseLoss(splitRewards(groups, await network.rewards(pack(groups))), cfg.margin);
+    loss += r.loss * groups.length;
+    correct += r.correct;
+    pairs += r.pairs;
+  }
+  const line = { step, valLoss: loss / val.length, valAccuracy: correct / pairs, pairs };
+  metrics.push(line);
+  ctx.stats.set(step === 0 ? "valAccuracyBefore" : "valAccuracy", line.valAccuracy);
+  ctx.stats.set(step === 0 ? "valLossBefore" : "valLoss", line.valLoss);
+  ctx.log(
+    `step ${step}: held-out pairwise accuracy ${(line.valAccuracy * 100).toFixed(1)}% (${pairs} pairs), ` +
+      `loss ${line.valLoss.toFixed(4)}`,
+  );
+}
+
+async function run(ctx: StageContext<RewardModelConfig, "model">) {
+  const cfg = ctx.config;
+  const { tokenizer } = await modelTokenizer("reward-model", cfg.tokenizer, [cfg.init, ctx.input.dir]);
+  const initial = await startingModel("reward-model", cfg.init, ctx.input, tokenizer);
+  const { config, layout } = initial;
+  let template: ChatTemplate;
+  try {
+    template = cfg.template
+      ? new ChatTemplate(tokenizer, cfg.template)
+      : await loadChatTemplate(cfg.init ?? ctx.input.dir, tokenizer);
+  } catch (e) {
+    throw new ConfigError("reward-model", ["template"], (e as Error).message);
+  }
+  const T = cfg.seqLen ?? config.context;
+  if (T > config.context) {
+    throw new ConfigError("reward-model", ["seqLen"], `${T} exceeds the model's context ${config.context}`);
+  }
+
+  const backend = await openBackend("reward-model", ctx, cfg);
+  const { train, val } = encodeAll(ctx, template, T, await readAll(ctx, initial, template, backend));
   const pad = tokenizer.specialTokens["<|endoftext|>"] ?? 0;
   const pack = (groups: EncodedComparison[]) => packSequences(groups.flatMap((g) => g.sequences), T, pad);
-  /** Splits flat rewards back into the groups they came from. */
-  const split = (groups: EncodedComparison[], rewards: Float32Array) => {
-    let k = 0;
-    return groups.map((g) => {
-      const r = rewards.subarray(k, k + g.sequences.length);
-      k += g.sequences.length;
-      return { rewards: r, pairs: g.pairs };
-    });
-  };
 
   const resumed = await loadTrainCheckpoint<RmState>(ctx.checkpoint, layout);
-  let step = resumed?.state.step ?? 0;
+  const step = resumed?.state.step ?? 0;
   const metrics: MetricsLine[] = resumed?.state.metrics ?? [];
   if (resumed) ctx.log(`resuming from the checkpoint at step ${step}`);
   // The head starts as HF's GPT2ForSequenceClassification's does: normal(0, 0.02).
@@ -349,16 +459,12 @@ async function run(ctx: StageContext<RewardModelConfig, "model">) {
 
   ctx.log(
     `training a reward model of ${layout.total.toLocaleString("en")} parameters on ${backend.name} ` +
-      `in ${cfg.precision}: ${n} prompts, ${pairCount(trainSet.kept)} pairs, ${totalSteps} steps`,
+      `in ${cfg.precision}: ${train.length} prompts, ${pairCount(train)} pairs, ` +
+      `${Math.ceil(train.length / cfg.batch) * cfg.epochs} steps`,
   );
+  const { beta1, beta2, eps, weightDecay, gradClip: clip } = cfg;
   const network = new RewardNetwork(backend, layout, initial.params, head, T, {
-    optimizer: {
-      beta1: cfg.beta1,
-      beta2: cfg.beta2,
-      eps: cfg.eps,
-      weightDecay: cfg.weightDecay,
-      clip: cfg.clip,
-    },
+    optimizer: { beta1, beta2, eps, weightDecay, clip },
     precision: cfg.precision,
     resume: resumed && {
       step: resumed.state.step,
@@ -368,92 +474,12 @@ async function run(ctx: StageContext<RewardModelConfig, "model">) {
     },
   });
   try {
-    const evaluate = async () => {
-      let loss = 0, correct = 0, pairs = 0;
-      for (let i = 0; i < valSet.kept.length; i += cfg.batch) {
-        const groups = valSet.kept.slice(i, i + cfg.batch);
-        const r = batchPairwiseLoss(split(groups, await network.rewards(pack(groups))), cfg.margin);
-        loss += r.loss * groups.length;
-        correct += r.correct;
-        pairs += r.pairs;
-      }
-      const line = { step, valLoss: loss / valSet.kept.length, valAccuracy: correct / pairs, pairs };
-      metrics.push(line);
-      ctx.stats.set(step === 0 ? "valAccuracyBefore" : "valAccuracy", line.valAccuracy);
-      ctx.stats.set(step === 0 ? "valLossBefore" : "valLoss", line.valLoss);
-      ctx.log(
-        `step ${step}: held-out pairwise accuracy ${
-          (line.valAccuracy * 100).toFixed(1)
-        }% (${pairs} pairs), loss ${line.valLoss.toFixed(4)}`,
-      );
-    };
-    const checkpoint = async () => {
-      const s = await network.state();
-      const state: RmState = {
-        step,
-        head: Array.from(s.params[1]),
-        headM: Array.from(s.m[1]),
-        headV: Array.from(s.v[1]),
-        metrics,
-      };
-      await saveTrainCheckpoint(ctx.checkpoint, layout, { params: s.params[0], m: s.m[0], v: s.v[0], state });
-    };
-
-    if (step === 0 && valSet.kept.length > 0) await evaluate();
-    let window = performance.now();
-    let windowSteps = 0;
-    const timed = { ms: 0, steps: 0 };
-    while (step < totalSteps) {
-      const groups = stepGroups(step);
-      let result!: ReturnType<typeof batchPairwiseLoss>;
-      await network.gradient(pack(groups), (rewards) => {
-        result = batchPairwiseLoss(split(groups, rewards), cfg.margin);
-        const flat = new Float64Array(rewards.length);
-        let k = 0;
-        for (const g of result.grads) for (const x of g) flat[k++] = x;
-        return flat;
-      });
-      const lr = learningRate(step, schedule);
-      network.step(lr);
-      step++;
-      windowSteps++;
-      // The loss is on the host already; the gradient norm is read with it every logEvery steps.
-      const line: MetricsLine = { step, loss: result.loss, accuracy: result.correct / result.pairs, lr };
-      if (step % cfg.logEvery === 0 || step === totalSteps) {
-        line.gradNorm = await network.gradNorm();
-        const elapsed = performance.now() - window;
-        timed.ms += elapsed;
-        timed.steps += windowSteps;
-        ctx.log(
-          `step ${step}/${totalSteps} loss ${result.loss.toFixed(4)} accuracy ${
-            (line.accuracy * 100).toFixed(0)
-          }% lr ${lr.toExponential(2)} ${(elapsed / windowSteps).toFixed(1)} ms/step`,
-        );
-        window = performance.now();
-        windowSteps = 0;
-      }
-      metrics.push(line);
-      ctx.stats.set("loss", result.loss);
-      if (
-        valSet.kept.length > 0 && (step === totalSteps || (cfg.eval.every > 0 && step % cfg.eval.every === 0))
-      ) {
-        await evaluate();
-      }
-      ctx.progress({ done: step, total: totalSteps, unit: "steps" });
-      if (step < totalSteps && (step % cfg.checkpointEvery === 0 || ctx.signal.aborted)) {
-        await checkpoint();
-        if (ctx.signal.aborted) {
-          throw new InterruptedError(
-            `stage "reward-model": interrupted at step ${step}; checkpointed, run again to resume`,
-          );
-        }
-      }
-    }
+    await trainingLoop(rmLoop({ ctx, network, layout, train, val, pack, metrics }, step));
 
     // Reward statistics over every training response, for PPO's normalisation.
     const all: number[] = [];
-    for (let i = 0; i < n; i += cfg.batch) {
-      all.push(...await network.rewards(pack(trainSet.kept.slice(i, i + cfg.batch))));
+    for (let i = 0; i < train.length; i += cfg.batch) {
+      all.push(...await network.rewards(pack(train.slice(i, i + cfg.batch))));
     }
     const mean = all.reduce((a, b) => a + b, 0) / all.length;
     const std = Math.sqrt(all.reduce((a, b) => a + (b - mean) ** 2, 0) / all.length);
@@ -465,11 +491,9 @@ async function run(ctx: StageContext<RewardModelConfig, "model">) {
     await ctx.out.writeText("tokenizer.json", JSON.stringify(tokenizer.toJSON()));
     await ctx.out.writeJson(CHAT_TEMPLATE_FILE, template.toJSON());
     await ctx.out.writeJson(REWARD_STATS_FILE, stats);
-    await ctx.out.writeText("metrics.jsonl", metrics.map((m) => JSON.stringify(m)).join("\n") + "\n");
+    await writeJsonl(ctx, "metrics.jsonl", metrics);
     ctx.stats.set("rewardMean", mean);
     ctx.stats.set("rewardStd", std);
-    ctx.stats.set("steps", step);
-    if (timed.steps > 0) ctx.stats.set("msPerStep", Math.round(timed.ms / timed.steps * 100) / 100);
     ctx.stats.set("backend", backend.name);
     ctx.stats.set("precision", cfg.precision);
   } finally {

@@ -16,8 +16,8 @@
  * use them unchanged.
  *
  * Held-out data: the `val.data` file, or a seeded `val.fraction` of the demonstrations. Its response-only
- * loss is measured every `eval.every` steps and at the end; on `samples.count` of its prompts the model
- * answers greedily before training and at the end (and every `samples.every` steps), and for prompts of
+ * loss is measured every `eval.every` steps and at the end; on `sample.count` of its prompts the model
+ * answers greedily before training and at the end (and every `sample.every` steps), and for prompts of
  * kiln's checkable task (`sft/task.ts`) the checker's pass rate is recorded (`passRate` in the stats:
  * before → after shows what SFT did).
  *
@@ -45,32 +45,32 @@
  * @module
  */
 import { z } from "npm:zod@^4.6.7";
-import {
-  backendOption,
-  checkPrecision,
-  optimizerOptions,
-  positiveInt,
-  precisionOption,
-} from "../model/train_options.ts";
+import { everyOption, positiveInt, sampleOptions, trainingOptions } from "../model/train_options.ts";
 import type { Artifact } from "../pipeline/artifact.ts";
 import { defineStage, localPaths, type StageContext } from "../pipeline/stage.ts";
-import { ConfigError, InterruptedError, KilnError } from "../pipeline/errors.ts";
+import { ConfigError, KilnError } from "../pipeline/errors.ts";
 import { fingerprintFiles } from "../pipeline/files.ts";
 import { loadTokenizer, type Tokenizer } from "../tokenizer/mod.ts";
-import { createBackend } from "../kernels/device.ts";
 import {
   type LoadedModel,
   loadModelDir,
   loadTrainCheckpoint,
   saveTrainCheckpoint,
-  modelDirFiles,
   specialTokenIds,
 } from "../model/checkpoint.ts";
 import { learningRate } from "../model/schedule.ts";
 import { Rng } from "../model/rng.ts";
-import { Trainer } from "../model/train.ts";
+import { type StepMetrics, Trainer } from "../model/train.ts";
 import { generateBatch, type Generation } from "../model/generate.ts";
 import type { GPT } from "../model/gpt.ts";
+import {
+  openBackend,
+  type TrainingLoop,
+  trainingLoop,
+  writeJsonl,
+  writeModelFiles,
+} from "./training/loop.ts";
+import type { ParamLayout } from "../model/params.ts";
 import { readSftData, type SftExample, type Turn } from "./sft/data.ts";
 import { CHAT_TEMPLATE_FILE, ChatTemplate } from "./sft/template.ts";
 import { batchRows, type Encoded, type PackedBatch, packRows, type Row } from "./sft/packing.ts";
@@ -95,44 +95,36 @@ const schema = z.object({
     data: z.string().min(1).optional(),
     fraction: z.number().min(0).max(0.5).default(0.05),
   }).strict().default({ fraction: 0.05 }),
-  /**
-   * Start from this model directory instead of the upstream artifact: Hugging Face GPT-2 layout
-   * (`config.json`, `model.safetensors`, and `tokenizer.json` unless `tokenizer` is set), e.g. a local
-   * GPT-2 download or another stage's artifact. If its tokenizer lacks the chat tokens the template
-   * uses, they are added and the embedding grows by one row per token, set to the mean of the existing
-   * rows (logged; `embeddingRowsAdded` in the stats). A tokenizer with ordinary tokens past the model's
-   * vocabulary is refused, naming both sizes.
-   */
-  init: z.string().min(1).optional(),
   /** Tokenizer name or file; default: the `tokenizer.json` of `init` or of the upstream model. */
   tokenizer: z.string().min(1).optional(),
   /** Chat template markers (default: the tokenizer's `<|system|>`, `<|user|>`, `<|assistant|>`, `<|end|>`). */
   template: markers.default({}),
+  /** Passes over the demonstrations. */
   epochs: positiveInt.default(3),
   /** Context rows per micro-batch. */
   batch: positiveInt.default(8),
-  /** Tokens per row (default: the model's context). */
-  seqLen: positiveInt.optional(),
   /**
    * Pack several conversations per row (positions restart in each, so training is the same as
    * unpacked, with fewer padding tokens); false: one conversation per row.
    */
   packing: z.boolean().default(true),
   gradAccum: positiveInt.default(1),
-  ...optimizerOptions({ lr: 1e-4, warmup: 10, weightDecay: 0 }),
+  /**
+   * `init`: start from this model directory instead of the upstream artifact: Hugging Face GPT-2 layout
+   * (`config.json`, `model.safetensors`, and `tokenizer.json` unless `tokenizer` is set), e.g. a local
+   * GPT-2 download or another stage's artifact. If its tokenizer lacks the chat tokens the template
+   * uses, they are added and the embedding grows by one row per token, set to the mean of the existing
+   * rows (logged; `embeddingRowsAdded` in the stats). A tokenizer with ordinary tokens past the model's
+   * vocabulary is refused, naming both sizes. `seqLen`: tokens per context row.
+   */
+  ...trainingOptions({ lr: 1e-4, warmup: 10, weightDecay: 0, checkpointEvery: 100 }),
   /** Validation loss every `every` steps (0: at the end only). */
-  eval: z.object({ every: z.number().int().min(0).default(0) }).strict().default({ every: 0 }),
+  eval: z.object({ every: everyOption(0) }).strict().default({ every: 0 }),
   /** Answers to held-out prompts (greedy unless `temperature` > 0), before, every `every` steps, and at the end. */
-  samples: z.object({
+  sample: z.object({
     count: z.number().int().min(0).default(16),
-    every: z.number().int().min(0).default(0),
-    maxTokens: positiveInt.default(64),
-    temperature: z.number().min(0).default(0),
+    ...sampleOptions({ every: 0, maxTokens: 64, temperature: 0 }),
   }).strict().default({ count: 16, every: 0, maxTokens: 64, temperature: 0 }),
-  checkpointEvery: positiveInt.default(100),
-  backend: backendOption,
-  /** `fp32`, or `mixed`: f16 matmul inputs with f32 accumulation and master weights (needs f16 support). */
-  precision: precisionOption,
 }).strict();
 
 /** The config of {@linkcode sft}. */
@@ -271,30 +263,31 @@ async function fingerprint(cfg: SftConfig) {
   return await fingerprintFiles([cfg.data, ...(cfg.val.data ? [cfg.val.data] : [])]);
 }
 
-async function run(ctx: StageContext<SftConfig, "model">) {
+/** The tokenizer (with the chat tokens the template uses), the starting model fitted to it, the template. */
+async function chatModel(ctx: StageContext<SftConfig, "model">) {
   const cfg = ctx.config;
   const source = await modelTokenizer("sft", cfg.tokenizer, [cfg.init, ctx.input.dir]);
-  const tokenizerFile = source.file;
   // A tokenizer without kiln's chat tokens (GPT-2's) gets those the template uses, and the model's
   // embedding the rows for them (sft/vocab.ts).
   const { tokenizer, added } = withChatTokens(source.tokenizer, cfg.template);
   const fitted = fitVocab("sft", await loadModelDir(cfg.init ?? ctx.input.dir), tokenizer, added);
   if (fitted.note) ctx.log(fitted.note);
   if (fitted.rows.length > 0) ctx.stats.set("embeddingRowsAdded", fitted.rows.length);
-  const initial = fitted.model;
-  const { config, layout } = initial;
   let template: ChatTemplate;
   try {
     template = new ChatTemplate(tokenizer, cfg.template);
   } catch (e) {
     throw new ConfigError("sft", ["template"], (e as Error).message);
   }
-  const T = cfg.seqLen ?? config.context;
-  if (T > config.context) {
-    throw new ConfigError("sft", ["seqLen"], `${T} exceeds the model's context ${config.context}`);
-  }
+  const { context } = fitted.model.config;
+  const T = cfg.seqLen ?? context;
+  if (T > context) throw new ConfigError("sft", ["seqLen"], `${T} exceeds the model's context ${context}`);
+  return { tokenizer, tokenizerFile: source.file, initial: fitted.model, template, T };
+}
 
-  // Data: read, split, encode; conversations longer than a row are skipped and counted.
+/** The demonstrations read, split and encoded; conversations longer than a row are skipped and counted. */
+async function readData(ctx: StageContext<SftConfig, "model">, template: ChatTemplate, T: number) {
+  const cfg = ctx.config;
   const { examples, skipped } = await readSftData(cfg.data, { onBadRow: cfg.onBadRow });
   let { train, val } = holdOut(examples, cfg.val.data ? 0 : cfg.val.fraction, cfg.seed);
   if (cfg.val.data) {
@@ -324,28 +317,138 @@ async function run(ctx: StageContext<SftConfig, "model">) {
   }
   ctx.stats.set("examples", trainSet.kept.length);
   ctx.stats.set("valExamples", valSet.kept.length);
+  return {
+    train: trainSet.kept,
+    val: valSet.kept,
+    heldOut: val.slice(0, cfg.sample.count).map(heldOutPrompt),
+  };
+}
 
-  const pad = tokenizer.specialTokens["<|endoftext|>"] ?? 0;
-  const plan = planSteps(trainSet.kept.length, trainSet.kept, cfg, T);
+/** What the step body, the evaluation, the samples and the checkpoints of an SFT run share. */
+interface SftRun {
+  ctx: StageContext<SftConfig, "model">;
+  trainer: Trainer;
+  layout: ParamLayout;
+  template: ChatTemplate;
+  T: number;
+  pad: number;
+  train: Encoded[];
+  plan: Row[][][];
+  valBatches: PackedBatch[];
+  heldOut: { turns: Turn[]; reference: string }[];
+  rng: Rng;
+  metrics: MetricsLine[];
+  samples: SampleLine[];
+}
+
+/** The step body, read-back, evaluation, samples and checkpoint of SFT, for the training loop. */
+function sftLoop(run: SftRun, start: number): TrainingLoop<StepMetrics[]> {
+  const { ctx, trainer, plan, metrics } = run;
+  const cfg = ctx.config;
   const totalSteps = plan.length;
   const schedule = { maxLr: cfg.lr, minLr: cfg.minLr ?? cfg.lr / 10, warmupSteps: cfg.warmup, totalSteps };
-  const valRows = packRows(valSet.kept, T, cfg.packing);
-  const heldOut = val.slice(0, cfg.samples.count).map(heldOutPrompt);
+  // The learning rate and tokens of each step whose loss is still on the device.
+  const pending: { lr: number; tokens: number }[] = [];
+  return {
+    stage: "sft",
+    ctx,
+    unit: "steps",
+    total: totalSteps,
+    start,
+    logEvery: cfg.logEvery,
+    checkpointEvery: cfg.checkpointEvery,
+    step(done) {
+      const micro = plan[done];
+      let tokens = 0;
+      for (const rows of micro) {
+        const b = batchRows(rows, run.train, cfg.batch, run.T, run.pad);
+        tokens += b.tokens;
+        trainer.microStep(b, 1 / micro.length);
+      }
+      const lr = learningRate(done, schedule);
+      trainer.optimizerStep(lr);
+      pending.push({ lr, tokens });
+    },
+    readBack: {
+      deferred: true,
+      read: () => trainer.readMetrics(),
+      report(read, { msPerStep }) {
+        read.forEach((m, i) =>
+          metrics.push({ step: m.step, loss: m.loss, gradNorm: m.gradNorm, ...pending[i] })
+        );
+        const last = read.at(-1);
+        if (last) {
+          ctx.stats.set("loss", last.loss);
+          ctx.log(
+            `step ${last.step}/${totalSteps} loss ${last.loss.toFixed(4)} norm ${last.gradNorm.toFixed(3)} ${
+              msPerStep.toFixed(1)
+            } ms/step`,
+          );
+        }
+        pending.length = 0;
+      },
+    },
+    evaluate: run.valBatches.length > 0
+      ? {
+        every: cfg.eval.every,
+        end: true,
+        async run(step) {
+          const loss = await trainer.evalLoss(run.valBatches);
+          metrics.push({ step, valLoss: loss });
+          ctx.stats.set("valLoss", loss);
+          ctx.log(`step ${step} validation loss ${loss.toFixed(4)}`);
+        },
+      }
+      : undefined,
+    sample: { every: cfg.sample.every, before: true, end: true, run: (step) => sample(run, step) },
+    async checkpoint(step) {
+      const { params, m, v } = await trainer.state();
+      const state = { step, rng: run.rng.state(), metrics, samples: run.samples };
+      await saveTrainCheckpoint(ctx.checkpoint, run.layout, { params, m, v, state });
+    },
+  };
+}
+
+/** The model's answers to the held-out prompts, and the checker's pass rate on the checkable ones. */
+async function sample(run: SftRun, step: number) {
+  const { ctx } = run;
+  if (run.heldOut.length === 0) return;
+  const lines = await answerPrompts(run.trainer.model, run.template, run.heldOut, step, {
+    ...ctx.config.sample,
+    rng: run.rng,
+  });
+  run.samples.push(...lines);
+  const rate = passRate(lines);
+  if (rate) {
+    run.metrics.push({ step, ...rate });
+    ctx.stats.set(step === 0 ? "passRateBefore" : "passRate", rate.passRate);
+    ctx.log(
+      `step ${step}: the checker passes ${rate.checked} held-out answers at ${
+        (rate.passRate * 100).toFixed(1)
+      }%`,
+    );
+  }
+  ctx.log(`step ${step} sample: ${JSON.stringify(lines[0]?.prompt)} → ${JSON.stringify(lines[0]?.response)}`);
+}
+
+async function run(ctx: StageContext<SftConfig, "model">) {
+  const cfg = ctx.config;
+  const { tokenizer, tokenizerFile, initial, template, T } = await chatModel(ctx);
+  const { layout } = initial;
+  const { train, val, heldOut } = await readData(ctx, template, T);
+  const pad = tokenizer.specialTokens["<|endoftext|>"] ?? 0;
+  const plan = planSteps(train.length, train, cfg, T);
+  const valRows = packRows(val, T, cfg.packing);
 
   const resumed = await loadTrainCheckpoint<SftState>(ctx.checkpoint, layout);
-  let step = resumed?.state.step ?? 0;
-  const rng = resumed ? Rng.fromState(resumed.state.rng) : new Rng(cfg.seed ^ 0x5eed);
-  const metrics: MetricsLine[] = resumed?.state.metrics ?? [];
-  const samples: SampleLine[] = resumed?.state.samples ?? [];
+  const step = resumed?.state.step ?? 0;
   if (resumed) ctx.log(`resuming from the checkpoint at step ${step}`);
 
-  const backend = await createBackend({ backend: cfg.backend, log: (line) => ctx.log(line) });
-  checkPrecision("sft", cfg.precision, backend);
+  const backend = await openBackend("sft", ctx, cfg);
   ctx.log(
-    `fine-tuning ${
-      layout.total.toLocaleString("en")
-    } parameters on ${backend.name} in ${cfg.precision}: ${trainSet.kept.length} ` +
-      `conversations, ${totalSteps} steps over ${cfg.epochs} epochs of ${cfg.batch}×${T}×${cfg.gradAccum}`,
+    `fine-tuning ${layout.total.toLocaleString("en")} parameters on ${backend.name} in ${cfg.precision}: ` +
+      `${train.length} conversations, ${plan.length} steps over ${cfg.epochs} epochs of ` +
+      `${cfg.batch}×${T}×${cfg.gradAccum}`,
   );
   const trainer = await Trainer.create(backend, layout, {
     params: resumed?.params ?? initial.params,
@@ -355,115 +458,43 @@ async function run(ctx: StageContext<SftConfig, "model">) {
     batch: cfg.batch,
     seqLen: T,
     adamw: { beta1: cfg.beta1, beta2: cfg.beta2, eps: cfg.eps, weightDecay: cfg.weightDecay },
-    clip: cfg.clip,
+    clip: cfg.gradClip,
     masked: true,
     precision: cfg.precision,
   });
   // The held-out batches (response-only loss: token-weighted over all of them, see Trainer.evalLoss).
   const valBatches: PackedBatch[] = [];
   for (let r = 0; r < valRows.length; r += cfg.batch) {
-    const b = batchRows(valRows.slice(r, r + cfg.batch), valSet.kept, cfg.batch, T, pad);
+    const b = batchRows(valRows.slice(r, r + cfg.batch), val, cfg.batch, T, pad);
     if (b.tokens > 0) valBatches.push(b);
   }
   try {
-    const sample = async () => {
-      if (heldOut.length === 0) return;
-      const lines = await answerPrompts(trainer.model, template, heldOut, step, { ...cfg.samples, rng });
-      samples.push(...lines);
-      const rate = passRate(lines);
-      if (rate) {
-        metrics.push({ step, ...rate });
-        ctx.stats.set(step === 0 ? "passRateBefore" : "passRate", rate.passRate);
-        ctx.log(
-          `step ${step}: the checker passes ${rate.checked} held-out answers at ${
-            (rate.passRate * 100).toFixed(1)
-          }%`,
-        );
-      }
-      ctx.log(
-        `step ${step} sample: ${JSON.stringify(lines[0]?.prompt)} → ${JSON.stringify(lines[0]?.response)}`,
-      );
+    const rng = resumed ? Rng.fromState(resumed.state.rng) : new Rng(cfg.seed ^ 0x5eed);
+    const metrics: MetricsLine[] = resumed?.state.metrics ?? [];
+    const samples: SampleLine[] = resumed?.state.samples ?? [];
+    const run = {
+      ctx,
+      trainer,
+      layout,
+      template,
+      T,
+      pad,
+      train,
+      plan,
+      valBatches,
+      heldOut,
+      rng,
+      metrics,
+      samples,
     };
-    const checkpoint = async () => {
-      const { params, m, v } = await trainer.state();
-      await saveTrainCheckpoint(ctx.checkpoint, layout, {
-        params,
-        m,
-        v,
-        state: { step, rng: rng.state(), metrics, samples },
-      });
-    };
-
-    if (step === 0) await sample();
-    const pending: { lr: number; tokens: number }[] = [];
-    let windowStart = performance.now();
-    const timed = { ms: 0, steps: 0 };
-    const flush = async () => {
-      const read = await trainer.readMetrics();
-      const elapsed = performance.now() - windowStart;
-      const ms = elapsed / Math.max(1, read.length);
-      timed.ms += elapsed;
-      timed.steps += read.length;
-      read.forEach((m, i) =>
-        metrics.push({ step: m.step, loss: m.loss, gradNorm: m.gradNorm, ...pending[i] })
-      );
-      const last = read.at(-1);
-      if (last) {
-        ctx.stats.set("loss", last.loss);
-        ctx.log(
-          `step ${last.step}/${totalSteps} loss ${last.loss.toFixed(4)} norm ${last.gradNorm.toFixed(3)} ${
-            ms.toFixed(1)
-          } ms/step`,
-        );
-      }
-      pending.length = 0;
-      windowStart = performance.now();
-    };
-
-    while (step < totalSteps) {
-      const micro = plan[step];
-      let tokens = 0;
-      for (const rows of micro) {
-        const b = batchRows(rows, trainSet.kept, cfg.batch, T, pad);
-        tokens += b.tokens;
-        trainer.microStep(b, 1 / micro.length);
-      }
-      const lr = learningRate(step, schedule);
-      trainer.optimizerStep(lr);
-      pending.push({ lr, tokens });
-      step++;
-      if (step % cfg.logEvery === 0 || step === totalSteps) await flush();
-      if (
-        valBatches.length > 0 && (step === totalSteps || (cfg.eval.every > 0 && step % cfg.eval.every === 0))
-      ) {
-        if (pending.length > 0) await flush();
-        const loss = await trainer.evalLoss(valBatches);
-        metrics.push({ step, valLoss: loss });
-        ctx.stats.set("valLoss", loss);
-        ctx.log(`step ${step} validation loss ${loss.toFixed(4)}`);
-      }
-      if (step === totalSteps || (cfg.samples.every > 0 && step % cfg.samples.every === 0)) await sample();
-      ctx.progress({ done: step, total: totalSteps, unit: "steps" });
-      if (step < totalSteps && (step % cfg.checkpointEvery === 0 || ctx.signal.aborted)) {
-        if (pending.length > 0) await flush();
-        await checkpoint();
-        if (ctx.signal.aborted) {
-          throw new InterruptedError(
-            `stage "sft": interrupted at step ${step}; checkpointed, run again to resume`,
-          );
-        }
-      }
-    }
+    await trainingLoop(sftLoop(run, step));
 
     const { params } = await trainer.state();
-    const files = modelDirFiles(layout, params, specialTokenIds(tokenizer, template.stopIds()));
-    for (const [name, bytes] of Object.entries(files)) await ctx.out.writeFile(name, bytes);
+    await writeModelFiles(ctx, layout, params, specialTokenIds(tokenizer, template.stopIds()));
     await ctx.out.writeText("tokenizer.json", JSON.stringify(tokenizer.toJSON()));
     await ctx.out.writeJson(CHAT_TEMPLATE_FILE, template.toJSON());
-    await ctx.out.writeText("metrics.jsonl", metrics.map((m) => JSON.stringify(m)).join("\n") + "\n");
-    await ctx.out.writeText("samples.jsonl", samples.map((s) => JSON.stringify(s)).join("\n") + "\n");
-    ctx.stats.set("steps", step);
-    if (timed.steps > 0) ctx.stats.set("msPerStep", Math.round(timed.ms / timed.steps * 100) / 100);
+    await writeJsonl(ctx, "metrics.jsonl", metrics);
+    await writeJsonl(ctx, "samples.jsonl", samples);
     ctx.stats.set("parameters", layout.total);
     ctx.stats.set("backend", backend.name);
     ctx.stats.set("precision", cfg.precision);

@@ -30,7 +30,7 @@ export const STAGE_TEST = {
     lr: 1e-2,
     warmup: 2,
     logEvery: 2,
-    samples: { count: 3, maxTokens: 4 },
+    sample: { count: 3, maxTokens: 4 },
     checkpointEvery: 2,
     backend: "cpu" as const,
   },
@@ -51,7 +51,7 @@ export const SAMPLING_SFT = {
   batch: 8,
   lr: 1e-2,
   warmup: 2,
-  samples: { count: 0 },
+  sample: { count: 0 },
   backend: "cpu" as const,
 };
 
@@ -70,7 +70,7 @@ export const LEARNING = {
     lr: 3e-3,
     warmup: 10,
     logEvery: 100,
-    samples: { count: 60, maxTokens: 6 },
+    sample: { count: 60, maxTokens: 6 },
     val: { fraction: 0.1 },
     checkpointEvery: 1000,
     backend: "cpu" as const,

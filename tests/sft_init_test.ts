@@ -40,7 +40,7 @@ const SFT = {
   lr: 1e-2,
   warmup: 2,
   logEvery: 1,
-  samples: { count: 2, maxTokens: 4 },
+  sample: { count: 2, maxTokens: 4 },
   checkpointEvery: 100,
   backend: "cpu" as const,
 };

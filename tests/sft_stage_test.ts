@@ -30,6 +30,7 @@ Deno.test("sft → rewardModel: artifacts, metrics, reward stats, and the score 
     assert.deepEqual(s.files(), [
       "chat_template.json",
       "config.json",
+      "generation_config.json",
       "metrics.jsonl",
       "model.safetensors",
       "samples.jsonl",

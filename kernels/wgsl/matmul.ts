@@ -41,6 +41,20 @@ export const TILES = {
   skinny: { BM: 32, BN: 128, BK: 16, TM: 4, TN: 4 },
 };
 
+/** A tile shape's name: the heuristic's three, and the extra candidates the autotuner also times. */
+export type MatmulTile = keyof typeof TILE_CANDIDATES;
+
+/**
+ * Every tile shape the autotuner (`../autotune.ts`) times. All accumulate each output over k in the
+ * same order, one FMA a term, so they give bit-identical results; 256 threads a workgroup at most.
+ */
+export const TILE_CANDIDATES = {
+  ...TILES,
+  wide: { BM: 64, BN: 128, BK: 16, TM: 4, TN: 8 },
+  tall: { BM: 128, BN: 64, BK: 16, TM: 8, TN: 4 },
+  deep: { BM: 128, BN: 128, BK: 16, TM: 8, TN: 8 },
+};
+
 /** Picks the tile shape: enough workgroups to fill a big GPU (~132 SMs) before using big tiles. */
 export function matmulTiles(m: number, n: number, batch: number): keyof typeof TILES {
   if (m <= 32) return "skinny";

@@ -53,6 +53,9 @@ const DROP_CONTENT = new Set([
   "dialog",
   // Captions and credits of images describe a picture, not the text.
   "figcaption",
+  // Ruby annotations (furigana) gloss the characters they sit on; the text reads without them.
+  "rt",
+  "rp",
 ]);
 /** The attributes the rules below read. */
 const ATTRIBUTES = new Set(["class", "id", "role", "style", "hidden", "aria-hidden"]);
@@ -460,7 +463,21 @@ const SHORT_BLOCK = 50;
  * `bench/extraction_bench.ts`.
  */
 export function extractText(html: string): Extracted {
-  const root = parseHtml(html, { dropContent: DROP_CONTENT, attributes: ATTRIBUTES });
+  const page = extractFrom(html, DROP_CONTENT);
+  // A page that writes its text with a script may carry it in <noscript> for clients without one.
+  if (page.text.length < NOSCRIPT_FALLBACK && html.includes("<noscript")) {
+    const fallback = extractFrom(html, DROP_WITH_NOSCRIPT);
+    if (fallback.text.length > 2 * page.text.length + 100) return fallback;
+  }
+  return page;
+}
+
+/** Below this many characters of text, the text inside `<noscript>` is looked at. */
+const NOSCRIPT_FALLBACK = 250;
+const DROP_WITH_NOSCRIPT = new Set([...DROP_CONTENT].filter((tag) => tag !== "noscript"));
+
+function extractFrom(html: string, drop: Set<string>): Extracted {
+  const root = parseHtml(html, { dropContent: drop, attributes: ATTRIBUTES });
   let title = "";
   // Preorder list of the elements worth looking at, with their info.
   const infos: Info[] = [];
@@ -471,7 +488,7 @@ export function extractText(html: string): Extracted {
       if (!title) title = titleIn(el);
       return false;
     }
-    if (DROP_CONTENT.has(el.tag) || isHidden(el)) return false;
+    if (drop.has(el.tag) || isHidden(el)) return false;
     const info: Info = {
       el,
       parent: el.parent && infoOf(el.parent),
@@ -589,16 +606,25 @@ export function extractText(html: string): Extracted {
       if (info.el.tag === "p" && info.chars > 80 && linkDensity < 0.25) chosen.push(info);
     }
   }
-  const blocks = infos.length ? textBlocks(infos[0], new Set(chosen), infoOf) : [];
+  const found = infos.length ? textBlocks(infos[0], new Set(chosen), infoOf) : [];
+  (globalThis as any).__blocks = found.slice(); // DEBUG
   // What follows the last paragraph of the text in short pieces is its tail: "Related:", "Share this",
   // credits, a contact line, a call to subscribe.
   let lastLong = -1;
-  for (let i = 0; i < blocks.length; i++) if (blocks[i].length >= LONG_BLOCK) lastLong = i;
+  for (let i = 0; i < found.length; i++) if (found[i].text.length >= LONG_BLOCK) lastLong = i;
   if (lastLong >= 0) {
-    let end = blocks.length;
-    while (end > lastLong + 1 && blocks[end - 1].length < SHORT_BLOCK) end--;
-    blocks.length = end;
+    let end = found.length;
+    while (end > lastLong + 1 && found[end - 1].text.length < SHORT_BLOCK) end--;
+    found.length = end;
   }
+  const R = (globalThis as any).__R ?? {};
+  const blocks = found.filter((b, i) => {
+    if (R.copy && b.chars < R.copy && /©/.test(b.text)) return false;
+    if (R.tailMail && i > lastLong && /\S@\S|https?:\/\/|www\./.test(b.text)) return false;
+    if (R.caps && i > lastLong && b.chars < 200 && isShouting(b.text)) return false;
+    if (R.tailEmph && i > lastLong && b.emph >= 0.9 * b.chars) return false;
+    return true;
+  }).map((b) => b.text);
   // The headline often sits above the container of the text (in a page header): keep it.
   const headline = infos.find((i) => i.el.tag === "h1" && !i.removed && i.chars > 0);
   if (headline && !chosen.some((c) => isWithin(headline, c))) {
@@ -611,6 +637,17 @@ export function extractText(html: string): Extracted {
     if (at > 0 && blocks.slice(0, at).every((b) => b.length < SHORT_BLOCK)) blocks.splice(0, at);
   }
   return { title, text: blocks.join("\n\n") };
+}
+
+function isShouting(text: string): boolean {
+  let upper = 0, letters = 0;
+  for (const c of text) {
+    const lower = c.toLowerCase(), up = c.toUpperCase();
+    if (lower === up) continue;
+    letters++;
+    if (c === up) upper++;
+  }
+  return letters >= 8 && upper > 0.8 * letters;
 }
 
 const STOP_CLIMB = new Set(["#root", "html", "body"]);
@@ -675,6 +712,20 @@ function widen(top: Info, candidates: Info[]): Info {
 const EXTRA_PROSE_BEFORE = 80;
 const EXTRA_PROSE_AFTER = 250;
 
+/** Elements that set text apart: a paragraph all in them is a note, a pitch or a credit. */
+const EMPHASIS = new Set(["em", "i", "strong", "b"]);
+
+/** One block of text with what the rules read about it. */
+interface Block {
+  text: string;
+  /** Characters (whitespace runs as one), of them inside links, and inside emphasis. */
+  chars: number;
+  links: number;
+  emph: number;
+  /** Inside the chosen containers (else prose found outside them). */
+  inside: boolean;
+}
+
 /**
  * The text blocks of the page in document order: every block in the chosen containers but link-dense
  * ones (menus, tag lists, "read more" links), and outside them only long runs of prose.
@@ -683,11 +734,13 @@ function textBlocks(
   root: Info,
   chosen: Set<Info>,
   infoOf: (el: HtmlElement) => Info | undefined,
-): string[] {
-  const blocks: string[] = [];
+): Block[] {
+  const blocks: Block[] = [];
   let current = "";
   let linkChars = 0;
   let linkDepth = 0;
+  let emphChars = 0;
+  let emphDepth = 0;
   let preDepth = 0;
   let chosenDepth = 0;
   let chosenLeft = chosen.size; // chosen containers not yet left behind
@@ -701,11 +754,12 @@ function textBlocks(
     }
     current = "";
     const links = linkChars;
-    linkChars = 0;
+    const emph = emphChars;
+    linkChars = emphChars = 0;
     if (!text) return;
     const chars = countChars(text);
     if (chosenDepth > 0) {
-      if (!(links / chars > 0.5 && chars < 400)) blocks.push(text);
+      if (!(links / chars > 0.5 && chars < 400)) blocks.push({ text, chars, links, emph, inside: true });
       return;
     }
     const owner = owners[owners.length - 1];
@@ -713,7 +767,7 @@ function textBlocks(
     // it come sidebars, teasers and footers, so only long prose counts there.
     const need = chosenLeft > 0 ? EXTRA_PROSE_BEFORE : EXTRA_PROSE_AFTER;
     if (owner && !HEADINGS.has(owner.el.tag) && chars >= need && links < 0.2 * chars) {
-      blocks.push(text);
+      blocks.push({ text, chars, links, emph, inside: false });
     }
   };
   walk(
@@ -728,6 +782,7 @@ function textBlocks(
       }
       if (chosen.has(info)) chosenDepth++;
       if (el.tag === "a") linkDepth++;
+      if (EMPHASIS.has(el.tag)) emphDepth++;
       if (el.tag === "pre") preDepth++;
     },
     (el) => {
@@ -740,12 +795,17 @@ function textBlocks(
         chosenLeft--;
       }
       if (el.tag === "a") linkDepth--;
+      if (EMPHASIS.has(el.tag)) emphDepth--;
       if (el.tag === "pre") preDepth--;
     },
     (text) => {
       // Line breaks in the source are spaces; only <br> and blocks break lines (<pre> aside).
       current += preDepth || !/\s\s|[\t\n\r\f\v\u00a0]/.test(text) ? text : text.replace(/\s+/g, " ");
-      if (linkDepth) linkChars += countChars(text);
+      if (linkDepth || emphDepth) {
+        const n = countChars(text);
+        if (linkDepth) linkChars += n;
+        if (emphDepth) emphChars += n;
+      }
     },
   );
   flush();

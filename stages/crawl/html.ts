@@ -101,6 +101,21 @@ const IMPLIES_CLOSE = new Map<string, Set<string>>([
   ["option", new Set(["option"])],
   ["optgroup", new Set(["optgroup", "option"])],
   ["a", new Set(["a"])],
+  ["rt", new Set(["rt", "rp"])],
+  ["rp", new Set(["rt", "rp"])],
+]);
+/** What may stand in `<head>`: any other start tag there opens the body (a page that forgot `</head>`). */
+const HEAD_CONTENT = new Set([
+  "base",
+  "link",
+  "meta",
+  "title",
+  "style",
+  "script",
+  "noscript",
+  "template",
+  "object",
+  "param",
 ]);
 
 /** Options of {@linkcode parseHtml}. */
@@ -152,9 +167,15 @@ export function parseHtml(html: string, options: ParseHtmlOptions = {}): HtmlEle
     if (el.tag === "svg" || el.tag === "math") inForeign--;
     return el;
   };
+  let seenBody = false;
   const open = (el: HtmlElement) => {
-    // `</head>` may be left out: the body starts after it.
-    if (el.tag === "body" && openCount.get("head")) close("head");
+    // A page has one <html> and one <body>: a second (a document pasted into a post) adds nothing.
+    if ((el.tag === "html" && stack.length > 1) || (el.tag === "body" && seenBody)) return;
+    if (el.tag === "body") seenBody = true;
+    // `</head>` may be left out: the body starts with `<body>` or with the first element that cannot be
+    // in the head (the body's own start tag may be missing too).
+    if ((el.tag === "body" || !HEAD_CONTENT.has(el.tag)) && top().tag === "head") close("head");
+    else if (el.tag === "body" && openCount.get("head")) close("head");
     const closes = IMPLIES_CLOSE.get(el.tag);
     if (closes) { while (stack.length > 1 && closes.has(top().tag)) pop(); }
     el.parent = top();
@@ -166,6 +187,8 @@ export function parseHtml(html: string, options: ParseHtmlOptions = {}): HtmlEle
     if (el.tag === "svg" || el.tag === "math") inForeign++;
   };
   const close = (tag: string) => {
+    // `</body>` and `</html>` close nothing: text after them still belongs to the body (as in browsers).
+    if (tag === "body" || tag === "html") return;
     if (VOID.has(tag)) {
       if (tag === "br") open(element(tag));
       return;

@@ -1,5 +1,6 @@
 /**
- * The rollout buffer of one PPO iteration: the responses the policy sampled for a batch of prompts,
+ * The rollout of one PPO iteration ({@linkcode sampleRollouts}: the policy's responses to the next
+ * batch of prompts) and its buffer: the responses the policy sampled for a batch of prompts,
  * with everything PPO needs per token (the sampling policy's log-probs, the reference model's, the
  * value estimates) and the reward model's score per response; then the per-token rewards,
  * advantages and returns computed from them, and the minibatches the PPO epochs visit.
@@ -22,7 +23,26 @@
  * @module
  */
 import type { Rng } from "../../model/rng.ts";
+import type { GPT } from "../../model/gpt.ts";
+import { generateBatch, type GenerateOptions, type Generation } from "../../model/generate.ts";
 import { gae, klPenalisedRewards, meanVar, whiten } from "./math.ts";
+import type { Prompt, PromptCursor } from "./prompts.ts";
+
+/**
+ * The rollout phase: the next `count` prompts of the cursor and the policy's sampled response to
+ * each (every prompt fits T with `maxTokens` after it, or fills the context).
+ */
+export async function sampleRollouts(
+  policy: GPT,
+  prompts: Prompt[],
+  cursor: PromptCursor,
+  count: number,
+  sampling: GenerateOptions,
+): Promise<{ batch: Prompt[]; generations: Generation[] }> {
+  const batch = cursor.take(count).map((i) => prompts[i]);
+  const generations = await generateBatch(policy, batch.map((p) => p.tokens), sampling);
+  return { batch, generations };
+}
 
 /** One sampled response and what the frozen networks said about it. */
 export interface Rollout {
