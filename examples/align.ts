@@ -69,23 +69,29 @@ function wrongCounts(task: Task, count: number, rng: Rng): string[] {
   return [...wrong];
 }
 
-const rng = new Rng(2);
-const data = {
-  sft: await writeData("sft.jsonl", sets.sft.map((t) => ({ prompt: t.prompt, response: t.answer }))),
-  comparisons: await writeData(
-    "comparisons.jsonl",
-    sets.comparisons.map((t) => {
-      const responses = [t.answer, ...wrongCounts(t, 3, rng)];
-      return { prompt: t.prompt, responses, scores: responses.map((r) => responseScore(t.prompt, r)) };
-    }),
-  ),
-  rmPrompts: await writeData("rm-prompts.jsonl", sets.comparisons.map((t) => ({ prompt: t.prompt }))),
-  prompts: await writeData(
-    "prompts.jsonl",
-    sets.prompts.map((t) => ({ prompt: t.prompt, answer: t.answer })),
-  ),
-  eval: await writeData("eval.jsonl", sets.eval.map((t) => ({ prompt: t.prompt, response: t.answer }))),
-};
+/**
+ * The data files, written into the workdir. Only when this module is the program: each stage's process
+ * imports it to find the task-text stage, and must not write anything.
+ */
+async function writeAllData() {
+  const rng = new Rng(2);
+  return {
+    sft: await writeData("sft.jsonl", sets.sft.map((t) => ({ prompt: t.prompt, response: t.answer }))),
+    comparisons: await writeData(
+      "comparisons.jsonl",
+      sets.comparisons.map((t) => {
+        const responses = [t.answer, ...wrongCounts(t, 3, rng)];
+        return { prompt: t.prompt, responses, scores: responses.map((r) => responseScore(t.prompt, r)) };
+      }),
+    ),
+    rmPrompts: await writeData("rm-prompts.jsonl", sets.comparisons.map((t) => ({ prompt: t.prompt }))),
+    prompts: await writeData(
+      "prompts.jsonl",
+      sets.prompts.map((t) => ({ prompt: t.prompt, answer: t.answer })),
+    ),
+    eval: await writeData("eval.jsonl", sets.eval.map((t) => ({ prompt: t.prompt, response: t.answer }))),
+  };
+}
 
 /** Task-like text to pretrain on: a problem and its answer per document. */
 const taskText = defineStage({
@@ -106,63 +112,66 @@ const taskText = defineStage({
   },
 });
 
-await pipeline("align", { workdir })
-  .pipe(taskText({}))
-  // No merges: one token per character.
-  .pipe(tokenize({ bpe: { vocabSize: 261 }, valFraction: 0.1 }))
-  .pipe(pretrain({
-    model,
-    steps: 150,
-    batch: 16,
-    lr: 3e-3,
-    warmup: 20,
-    logEvery: 25,
-    eval: { every: 50, batches: 4 },
-    sample: { every: 0, maxTokens: 16, prompt: "", temperature: 1, topK: 40 },
-    checkpointEvery: 50,
-    backend,
-  }))
-  .pipe(sft({
-    data: data.sft,
-    val: { data: data.eval, fraction: 0 },
-    epochs: 8,
-    batch: 16,
-    lr: 2e-3,
-    warmup: 5,
-    packing: false,
-    logEvery: 8,
-    sample: { count: sizes.eval, every: 0, maxTokens: 4, temperature: 0 },
-    checkpointEvery: 16,
-    backend,
-  }))
-  .pipe(rewardModel({
-    // The synthetic comparisons, and K = 4 answers per prompt sampled from the SFT model at temperature 1
-    // and ranked by the checker (InstructGPT's data, the checker as labeller). Either alone does worse:
-    // see the module doc.
-    data: data.comparisons,
-    sample: { prompts: data.rmPrompts, k: 4, temperature: 1, maxTokens: 4 },
-    epochs: 4,
-    batch: 8,
-    lr: 1e-3,
-    warmup: 5,
-    logEvery: 17,
-    checkpointEvery: 34,
-    backend,
-  }))
-  .pipe(ppo({
-    prompts: data.prompts,
-    eval: { prompts: data.eval, count: sizes.eval, every: 10, temperature: 0 },
-    iterations: 20,
-    batch: 32,
-    minibatch: 16,
-    ppoEpochs: 4,
-    maxTokens: 4,
-    lr: 3e-4,
-    valueLr: 1e-3,
-    kl: { beta: 0.02 }, // InstructGPT's β
-    missingEndPenalty: 1,
-    ptx: { coef: 0 }, // plain PPO; PPO-ptx mixes in the pretraining loss (InstructGPT: coef 27.8)
-    checkpointEvery: 5,
-    backend,
-  }))
-  .run();
+if (import.meta.main) {
+  const data = await writeAllData();
+  await pipeline("align", { workdir })
+    .pipe(taskText({}))
+    // No merges: one token per character.
+    .pipe(tokenize({ bpe: { vocabSize: 261 }, valFraction: 0.1 }))
+    .pipe(pretrain({
+      model,
+      steps: 150,
+      batch: 16,
+      lr: 3e-3,
+      warmup: 20,
+      logEvery: 25,
+      eval: { every: 50, batches: 4 },
+      sample: { every: 0, maxTokens: 16, prompt: "", temperature: 1, topK: 40 },
+      checkpointEvery: 50,
+      backend,
+    }))
+    .pipe(sft({
+      data: data.sft,
+      val: { data: data.eval, fraction: 0 },
+      epochs: 8,
+      batch: 16,
+      lr: 2e-3,
+      warmup: 5,
+      packing: false,
+      logEvery: 8,
+      sample: { count: sizes.eval, every: 0, maxTokens: 4, temperature: 0 },
+      checkpointEvery: 16,
+      backend,
+    }))
+    .pipe(rewardModel({
+      // The synthetic comparisons, and K = 4 answers per prompt sampled from the SFT model at temperature 1
+      // and ranked by the checker (InstructGPT's data, the checker as labeller). Either alone does worse:
+      // see the module doc.
+      data: data.comparisons,
+      sample: { prompts: data.rmPrompts, k: 4, temperature: 1, maxTokens: 4 },
+      epochs: 4,
+      batch: 8,
+      lr: 1e-3,
+      warmup: 5,
+      logEvery: 17,
+      checkpointEvery: 34,
+      backend,
+    }))
+    .pipe(ppo({
+      prompts: data.prompts,
+      eval: { prompts: data.eval, count: sizes.eval, every: 10, temperature: 0 },
+      iterations: 20,
+      batch: 32,
+      minibatch: 16,
+      ppoEpochs: 4,
+      maxTokens: 4,
+      lr: 3e-4,
+      valueLr: 1e-3,
+      kl: { beta: 0.02 }, // InstructGPT's β
+      missingEndPenalty: 1,
+      ptx: { coef: 0 }, // plain PPO; PPO-ptx mixes in the pretraining loss (InstructGPT: coef 27.8)
+      checkpointEvery: 5,
+      backend,
+    }))
+    .run();
+}

@@ -1,8 +1,11 @@
 /**
  * The demo pipeline: InstructGPT's recipe end to end, at toy scale so it runs in seconds on a laptop
- * CPU. Real web archives in (examples/data/*.warc.gz), then dedupe, quality filter, a BPE
- * tokenizer trained on what survived, a tiny GPT pretrained on it, and the three alignment steps on the
- * checkable arithmetic/string task of examples/data/*.jsonl (made by examples/make_rlhf_data.ts).
+ * CPU. Real web archives in (examples/data/*.warc.gz), then dedupe and quality filter; a second branch
+ * of books (the Brown corpus, examples/brown.ts), since two small archives hold only a few hundred
+ * words of real text; the two mixed into token shards with a BPE tokenizer trained on both (GPT-3's
+ * mixture in miniature: the small, clean web text seen four times), a tiny GPT pretrained on them,
+ * and the three alignment steps on the checkable arithmetic/string task of examples/data/*.jsonl
+ * (made by examples/make_rlhf_data.ts).
  *
  *   deno task demo              # run it (again: every stage is cached)
  *   deno task demo status       # what is done, and why a stage would rerun
@@ -12,7 +15,8 @@
  * resumption, not model quality. Scale `model`, `steps` and the data up for real runs.
  * @module
  */
-import { crawl, dedupe, pipeline, ppo, pretrain, qualityFilter, rewardModel, sft, tokenize } from "../mod.ts";
+import { crawl, dedupe, mix, pipeline, ppo, pretrain, qualityFilter, rewardModel, sft } from "../mod.ts";
+import { brown } from "./brown.ts";
 
 const data = (name: string) => new URL(`./data/${name}`, import.meta.url).pathname;
 const model = { layers: 1, dim: 32, heads: 2, context: 48 };
@@ -25,7 +29,15 @@ export const demo = pipeline("demo", { workdir: ".kiln" })
   .pipe(crawl({ warc: [data("*.warc.gz")] }))
   .pipe(dedupe({}))
   .pipe(qualityFilter({ gopherRepetition: false }))
-  .pipe(tokenize({ bpe: { vocabSize: 400 }, valFraction: 0.2 }))
+  .branch(brown({ samples: 12 }).as("books"))
+  .branch(
+    mix({
+      bpe: { vocabSize: 400 },
+      valFraction: 0.1,
+      sources: { web: { epochs: 4 }, books: { weight: 1 } },
+    })
+      .from({ web: "quality-filter" }),
+  )
   .pipe(
     pretrain({
       model,

@@ -9,7 +9,7 @@ import { join } from "node:path";
 import type { RunResult } from "../pipeline/pipeline.ts";
 import { demo } from "../examples/demo.ts";
 
-const STAGES = ["crawl", "dedupe", "quality-filter", "tokenize", "pretrain", "sft", "reward-model", "ppo"];
+const STAGES = ["crawl", "dedupe", "quality-filter", "books", "mix", "pretrain", "sft", "reward-model", "ppo"];
 
 /** Per stage: its key, its content digest, and each file's SHA-256. */
 function fingerprint(result: RunResult) {
@@ -50,7 +50,8 @@ Deno.test("demo: two runs from empty workdirs give the same keys and bytes; --fo
       "crawl": "cached",
       "dedupe": "cached",
       "quality-filter": "cached",
-      "tokenize": "cached",
+      "books": "cached",
+      "mix": "cached",
       "pretrain": "ran",
       "sft": "cached",
       "reward-model": "cached",

@@ -417,7 +417,7 @@ Deno.test(
       executor: "slurm",
       quiet: true,
     });
-    for (const id of ["crawl", "dedupe", "quality-filter", "tokenize", "pretrain"]) {
+    for (const id of ["crawl", "dedupe", "quality-filter", "books", "mix", "pretrain"]) {
       deepStrictEqual(onSlurm.artifacts[id].digest, local.artifacts[id].digest, id);
     }
     const journal = await Deno.readTextFile(onSlurm.journal);

@@ -79,11 +79,10 @@ export function pageText(
   const decoded = decodeHtml(bytes, contentType);
   const type = mediaType(contentType);
   if (type === "text/html" || type === "application/xhtml+xml" || type === "") {
+    // The text is the page's main text alone (its headline first): the <title> is in `meta.title`; put
+    // in the text it would repeat the headline, mostly with the site's name, on every page of a site.
     const page = extractText(decoded.text);
-    const text = page.title && !page.text.startsWith(page.title)
-      ? `${page.title}\n\n${page.text}`
-      : page.text;
-    return { text: text.trim(), title: page.title, charset: decoded.charset };
+    return { text: page.text.trim(), title: page.title, charset: decoded.charset };
   }
   return { text: decoded.text.replace(/\r\n?/g, "\n").trim(), charset: decoded.charset };
 }
@@ -108,9 +107,15 @@ export function pageDocument(
   const { text, title, charset } = pageText(page.bytes, contentType);
   if (text.length < opts.minChars) return { skip: "empty" };
   const { lang, score } = detectLanguage(text);
-  const where = page.offset ?? page.url ?? "";
+  // Ids do not depend on where the inputs lie (a checkout, a CI clone): an archive record is its
+  // archive's file name and offset; a local file (offset-less) is its content.
+  const id = page.offset !== undefined
+    ? documentId(basename(page.source), page.offset)
+    : page.url?.startsWith("file:")
+    ? documentId("file", createHash("sha256").update(page.bytes).digest("hex"))
+    : documentId(page.source, page.url ?? "");
   return {
-    id: documentId(page.source, where),
+    id,
     text,
     url: page.url,
     meta: {
