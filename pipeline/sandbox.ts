@@ -89,7 +89,7 @@ export interface Grant {
  * Environment variables every stage may read: kiln's own settings, and one that Deno's `node:fs`
  * glob (minimatch) reads on first use.
  */
-export const KILN_ENV = ["KILN_BACKEND", "__MINIMATCH_TESTING_PLATFORM__"];
+export const KILN_ENV = ["KILN_AUTOTUNE", "KILN_BACKEND", "KILN_CPU_THREADS", "__MINIMATCH_TESTING_PLATFORM__"];
 
 const RUNTIME = new URL("./", import.meta.url);
 const GLOB_CHARS = /[*?[\]{}]/;
