@@ -30,7 +30,7 @@
 import { z } from "npm:zod@^4.6.7";
 import { defineStage, localPaths } from "../pipeline/stage.ts";
 import type { ShardEnv, ShardWorker } from "../pipeline/pool.ts";
-import { ConfigError } from "../pipeline/errors.ts";
+import { ConfigError, DataError } from "../pipeline/errors.ts";
 import { documentShards, readDocuments } from "./documents.ts";
 import { END_OF_TEXT } from "../tokenizer/tokenizer.ts";
 import { needsUint32 } from "../tokenizer/shards.ts";
@@ -197,13 +197,27 @@ export const mix = defineStage({
       ) => [name, (countsOf[name] ?? []).reduce((a, r) => a + r.counts.reduce((x, y) => x + y, 0), 0)]),
     );
 
+    // A source left with no training documents (everything filtered out upstream) cannot take its share:
+    // it is left out with a warning, and the weighted sources that have documents share the rest.
+    const empty = names.filter((name) => available[name] === 0);
+    if (empty.length === names.length) {
+      throw new DataError("mix", undefined, "no source has any training documents");
+    }
+    if (empty.length) {
+      const warning = `no training documents in ${
+        empty.map((n) => `"${n}"`).join(", ")
+      }: left out of the mix`;
+      ctx.stats.set("warning", warning);
+      ctx.log(`warning: ${warning}`);
+    }
+
     // The targets: epoch sources first, the weighted ones share the rest by weight.
     const target: Record<string, number> = {};
     let fixed = 0, weights = 0, weightedTokens = 0;
     for (const name of names) {
       const s = config.sources[name];
       if ("epochs" in s) fixed += target[name] = Math.round(s.epochs * available[name]);
-      else (weights += s.weight, weightedTokens += available[name]);
+      else if (available[name] > 0) (weights += s.weight, weightedTokens += available[name]);
     }
     const rest = config.tokens !== undefined ? config.tokens - fixed : weightedTokens;
     if (rest < 0) {
@@ -215,10 +229,7 @@ export const mix = defineStage({
     }
     for (const name of names) {
       const s = config.sources[name];
-      if ("weight" in s) target[name] = Math.round(rest * s.weight / weights);
-      if (target[name] > 0 && available[name] === 0) {
-        throw new ConfigError("mix", ["sources", name], `the source "${name}" has no training documents`);
-      }
+      if ("weight" in s) target[name] = available[name] ? Math.round(rest * s.weight / weights) : 0;
     }
 
     // Second pass: write each source's documents their number of times.
@@ -253,7 +264,7 @@ export const mix = defineStage({
     for (const name of names) {
       const got = perSource[name]?.trainTokens ?? 0;
       const wanted = "weight" in config.sources[name]
-        ? { weight: (config.sources[name] as { weight: number }).weight / weights }
+        ? { weight: (config.sources[name] as { weight: number }).weight / (weights || 1) }
         : { epochs: (config.sources[name] as { epochs: number }).epochs };
       stats[name] = {
         documents: (countsOf[name] ?? []).reduce((a, r) => a + r.documents, 0),

@@ -109,3 +109,28 @@ Deno.test("mix: repeats cover a source's target in whole documents, seeded", () 
   assert.deepEqual(repeatsFor(counts, 150, 1), partial);
   assert.deepEqual(repeatsFor([], 10, 1), []);
 });
+
+Deno.test("mix: a source left empty upstream is left out with a warning; all empty is an error", async () => {
+  const base = pipeline("empty-source", { workdir: await Deno.makeTempDir() })
+    .pipe(texts({ prefix: "web", documents: 30 }).as("web"))
+    .branch(texts({ prefix: "none", documents: 0 }).as("none"));
+  const result = await base
+    .branch(
+      mix({
+        bpe: { vocabSize: 300 },
+        valFraction: 0,
+        sources: { web: { weight: 0.5 }, none: { weight: 0.5 } },
+      }),
+    )
+    .execute({ quiet: true });
+  const stats = result.artifacts.mix.stats;
+  assert.match(String(stats.warning), /no training documents in "none"/);
+  assert.equal((stats.sources as SourceStats).web.share, 1);
+  await assert.rejects(
+    pipeline("all-empty", { workdir: await Deno.makeTempDir() })
+      .pipe(texts({ prefix: "none", documents: 0 }).as("none"))
+      .branch(mix({ bpe: { vocabSize: 300 }, sources: { none: { weight: 1 } } }))
+      .execute({ quiet: true }),
+    /no source has any training documents/,
+  );
+});
