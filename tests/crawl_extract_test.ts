@@ -125,6 +125,111 @@ Deno.test("the tree builder closes what HTML leaves open and ignores stray end t
   ]);
 });
 
+Deno.test("a page that never closes <head> has its body from the first element that can't be in a head", () => {
+  const html = `<html><head><meta charset="utf-8"><title>T</title>
+    <div class="container"><h1>Headline</h1><p>${prose("The market")}</p></div></html>`;
+  assert.equal(extractText(html).text, `Headline\n\n${prose("The market")}`);
+});
+
+Deno.test("a second <html>/<body> pasted into a post (and its end tags) does not cut the post", () => {
+  const html = `<html><body><article><h1>Cake</h1><p>${prose("The cake")}</p>
+    <html><body><div class="recipe"><p>${prose("The recipe card")}</p></div></body></html>
+    <p>${prose("The serving")}</p></article><aside><a href="/x">More cakes</a></aside></body></html>`;
+  const page = extractText(html);
+  assert.equal(
+    page.text,
+    `Cake\n\n${prose("The cake")}\n\n${prose("The recipe card")}\n\n${prose("The serving")}`,
+  );
+});
+
+Deno.test("ruby annotations (furigana) are left out of the text", () => {
+  const html =
+    `<article><p><ruby>子<rt>こ</rt></ruby>どもへの<ruby>虐待<rp>(</rp><rt>ぎゃくたい</rt><rp>)</rp></ruby>を` +
+    `なくすための<ruby>法律<rt>ほうりつ</ruby>ができて、<ruby>親<rt>おや</rt></ruby>が<ruby>子<rt>こ</rt></ruby>どもを` +
+    `<ruby>教育<rt>きょういく</rt></ruby>するために、たたいたり<ruby>蹴<rt>け</rt></ruby>ったりすることを禁止します。</p></article>`;
+  assert.equal(
+    extractText(html).text,
+    "子どもへの虐待をなくすための法律ができて、親が子どもを教育するために、たたいたり蹴ったりすることを禁止します。",
+  );
+});
+
+Deno.test("a page whose text is written by a script falls back to its <noscript> copy, and only then", () => {
+  const app = `<body><div id="app"></div><noscript><div class="post"><h1>Release notes</h1>
+    <p>${prose("The release")}</p><p>${prose("The upgrade")}</p></div></noscript></body>`;
+  assert.equal(extractText(app).text, `Release notes\n\n${prose("The release")}\n\n${prose("The upgrade")}`);
+  const page = `<body><article><p>${prose("The page")}</p><p>${prose("More")}</p></article>
+    <noscript><p>Please enable JavaScript to view the comments, which need it to load at all.</p></noscript></body>`;
+  assert.equal(extractText(page).text, `${prose("The page")}\n\n${prose("More")}`);
+});
+
+Deno.test("copyright lines and credits go; after the last paragraph, so do contact lines with addresses", () => {
+  const html = `<body><article><h1>Rain</h1><p>${prose("Rain")} Write to rain@example.org for the data.</p>
+    <p>Photo: © Jane Doe / Agency</p><p>${prose("Flooding")}</p>
+    <p>Send us your tips at tips@example.com or call the newsroom.</p>
+    <p>For the latest news download our app at www.example.com today.</p>
+    <p>© 2022 Example News. All rights reserved. Reprint only with written permission of the publisher.</p>
+    </article></body>`;
+  const page = extractText(html);
+  assert.equal(
+    page.text,
+    `Rain\n\n${prose("Rain")} Write to rain@example.org for the data.\n\n${prose("Flooding")}`,
+  );
+});
+
+Deno.test("a short line repeated three times is a template label; repeated table cells stay", () => {
+  const item = (topic: string) => `<li><p>${prose(topic)}</p><p>via Example Wire</p></li>`;
+  const html = `<body><article><h1>Links of the day</h1><ul>${item("Solar")}${item("Wind")}${
+    item("Tides")
+  }</ul>
+    <table><tr><th>Plant</th><th>Open</th></tr><tr><td>North</td><td>yes</td></tr>
+    <tr><td>South</td><td>yes</td></tr><tr><td>East</td><td>yes</td></tr></table></article></body>`;
+  const page = extractText(html);
+  assert.doesNotMatch(page.text, /via Example Wire/);
+  assert.match(page.text, /Tides is the subject/);
+  assert.match(page.text, /North\n\nyes\n\nSouth\n\nyes\n\nEast\n\nyes/);
+});
+
+Deno.test("labels whose content was dropped go with it; a label of kept content stays", () => {
+  const html = `<body><article><h1>Crumble</h1><p>${prose("The crumble")}</p>
+    <p>Ingredients:</p><ul><li>200 g flour</li><li>100 g butter</li></ul><p>${prose("Baking")}</p>
+    <p>More recipes</p><ul><li><a href="/a">Apple pie</a></li><li><a href="/b">Plum cake</a></li></ul>
+    <p>Related:</p><p><a href="/c">Our ten best crumbles of the year</a></p>
+    <p>Contact:</p></article></body>`;
+  assert.equal(
+    extractText(html).text,
+    `Crumble\n\n${prose("The crumble")}\n\nIngredients:\n\n200 g flour\n\n100 g butter\n\n${prose("Baking")}`,
+  );
+});
+
+/** A slide show: short captions, one a section, with no commas. */
+const slides = (...topics: string[]) =>
+  `<main><h1>The phone</h1>${
+    topics.map((topic) =>
+      `<section class="slide"><h2>${topic}</h2><p><span>${topic} is shown on this slide. It is bigger than ` +
+      `the last one and costs less than the one before it.</span></p></section>`
+    ).join("")
+  }</main>`;
+
+Deno.test("a box smaller than a short paragraph never wins on its class name", () => {
+  const html =
+    `<body><div class="band"><div class="band-content"><div>Index 17546.65 -15.35, gold 1951.10 +2.5</div></div></div>
+    ${slides("The front", "The back", "The side")}</body>`;
+  const page = extractText(html);
+  assert.match(page.text, /^The phone\n\nThe front\n\nThe front is shown/);
+  assert.match(page.text, /The side is shown on this slide/);
+  assert.doesNotMatch(page.text, /17546/);
+});
+
+Deno.test("commas that group digits don't score as prose (a stock ticker is not the text)", () => {
+  const quotes = "17,546.65 1,951.10 2,227.45 3,100.20 4,500.10 5,600.00 6,700.25 7,800.50 8,900.75 9,100.05";
+  const html = `<body>${slides("The front", "The back", "The side", "The top")}
+    <div class="markets"><div>Index ${quotes}</div></div></body>`;
+  const page = extractText(html);
+  assert.match(page.text, /^The phone\n\nThe front/);
+  assert.match(page.text, /The top is shown on this slide/);
+  assert.doesNotMatch(page.text, /17,546/);
+});
+
 const hex = (h: string) => new Uint8Array(h.match(/../g)!.map((b) => parseInt(b, 16)));
 const SAMPLES = {
   shiftJis: {

@@ -65,7 +65,9 @@ Deno.test("archives, local files and JSONL become documents with provenance, wha
     assert.equal(example.meta?.contentType, "text/html");
 
     const local = docs.find((d) => d.url?.endsWith("page.html"))!;
-    assert.equal(local.text, "Local page\n\nA local page about kilns and pottery, written by hand.");
+    // The <title> is metadata, not a line of the text.
+    assert.equal(local.text, "A local page about kilns and pottery, written by hand.");
+    assert.equal(local.meta?.title, "Local page");
     assert.ok(docs.some((d) => d.text.startsWith("# Notes")));
     const jsonl = docs.find((d) => d.id === "a")!;
     assert.equal(jsonl.meta?.lang, "de");

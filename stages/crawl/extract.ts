@@ -423,6 +423,8 @@ const TAG_WEIGHT: Record<string, number> = {
 /** Commas seen by the last {@linkcode countChars} (a sign of prose, in Readability's score). */
 let lastCommas = 0;
 
+const isDigit = (c: number) => c >= 48 && c <= 57;
+
 /** Counts the characters of a text with whitespace runs as one (so indentation does not count). */
 function countChars(whole: string): number {
   const text = whole.trim(); // most text nodes of a page are indentation between tags
@@ -435,7 +437,10 @@ function countChars(whole: string): number {
     if (!isSpace) n++;
     else if (!space) n++;
     space = isSpace;
-    if (c === 44 || c === 0xff0c || c === 0x3001 || c === 0x060c) commas++;
+    if (c === 44 || c === 0xff0c || c === 0x3001 || c === 0x060c) {
+      // A comma between digits groups them (`17,546.65` in a stock ticker); it doesn't join clauses.
+      if (!(c === 44 && isDigit(text.charCodeAt(i - 1)) && isDigit(text.charCodeAt(i + 1)))) commas++;
+    }
   }
   lastCommas = commas;
   return n;
@@ -444,22 +449,37 @@ function countChars(whole: string): number {
 /** A block this long (characters) is a paragraph of the text; under {@linkcode SHORT_BLOCK}, a fragment. */
 const LONG_BLOCK = 200;
 const SHORT_BLOCK = 50;
+/** A candidate container with fewer characters than this loses to any larger one. */
+const MIN_CONTAINER = 100;
+/** A block with `©` shorter than this (characters) is a copyright line or a credit, not prose. */
+const COPYRIGHT_BLOCK = 1000;
+/** A line shorter than this (characters) that repeats is a label. */
+const REPEATED_LINE = 100;
+/** An e-mail address or a web address written out in the text. */
+const CONTACT = /\S@\S+\.[a-z]|https?:\/\/|\bwww\.\S/i;
 
 /**
  * Extracts the title and main text of an HTML document. Never throws on malformed HTML; time is linear
  * in the length of the page whatever its nesting.
  *
  * The approach, after trafilatura and Readability: parse a tree; drop what is never text (scripts,
- * styles, form controls, SVG, image captions…) and hidden elements; remove boilerplate containers
- * (navigation, footers, sidebars, share bars, comments…) by tag, ARIA role and class/id words (see
- * `judgeMarker`), unless the container holds most of the page's prose (a layout wrapper); score
- * candidate containers by the paragraphs under them (Readability's score: commas and length, less
- * link text) and keep the best one with its siblings that score close to it; take every block in them
- * but link-dense ones (menus, tag lists, "read more" links), and long prose outside them too (text
- * the layout split from its container); drop the short pieces after the last paragraph (the tail:
- * "Related", "Share", credits) and before the headline (kicker, breadcrumbs, date line).
+ * styles, form controls, SVG, image captions, ruby annotations…) and hidden elements; remove
+ * boilerplate containers (navigation, footers, sidebars, share bars, comments…) by tag, ARIA role and
+ * class/id words (see `judgeMarker`), unless the container holds most of the page's prose (a layout
+ * wrapper); score candidate containers by the paragraphs under them (Readability's score: commas and
+ * length, less link text; commas between digits don't count, and a box with less text than a short
+ * paragraph can't win on its class name) and keep the best one with its siblings that score close to
+ * it; take every block in them but link-dense ones (menus, tag lists, "read more" links), and long
+ * prose outside them too (text the layout split from its container). Then drop, by the shape of the
+ * text rather than its words (so in any language): the short pieces after the last paragraph (the
+ * tail: "Related", "Share", credits) and before the headline (kicker, breadcrumbs, date line); a label
+ * ending in a colon right before a block that was dropped, and a short line that is no sentence right
+ * before a dropped link list (their headings); lines with
+ * `©` (copyright notices, picture credits); after the last paragraph, lines with an e-mail or web
+ * address written out (contact lines, "get our app at www…"); short lines repeated three times or
+ * more (a template's labels). A page with almost no text whose `<noscript>` holds it gets that text.
  *
- * Measured on trafilatura's evaluation set, with its metric: F1 0.928 (trafilatura 2.2: 0.924);
+ * Measured on trafilatura's evaluation set, with its metric: F1 0.935 (trafilatura 2.2: 0.924);
  * `bench/extraction_bench.ts`.
  */
 export function extractText(html: string): Extracted {
@@ -577,13 +597,26 @@ function extractFrom(html: string, drop: Set<string>): Extracted {
   }
   let top: Info | undefined;
   let topScore = -Infinity;
+  // A container with less text than a short paragraph can't be the page's text, however its class
+  // scores (a `content` class on a ticker box); it wins only when nothing larger scores.
+  let small: Info | undefined;
+  let smallScore = -Infinity;
   for (const c of candidates) {
     const s = c.score * (1 - c.linkChars / Math.max(1, c.chars));
     c.score = s;
-    if (s > topScore) {
+    if (c.chars < MIN_CONTAINER) {
+      if (s > smallScore) {
+        smallScore = s;
+        small = c;
+      }
+    } else if (s > topScore) {
       topScore = s;
       top = c;
     }
+  }
+  if (!top) {
+    top = small;
+    topScore = smallScore;
   }
 
   // The containers to take text from: the best candidate and its siblings that score close to it.
@@ -607,7 +640,6 @@ function extractFrom(html: string, drop: Set<string>): Extracted {
     }
   }
   const found = infos.length ? textBlocks(infos[0], new Set(chosen), infoOf) : [];
-  (globalThis as any).__blocks = found.slice(); // DEBUG
   // What follows the last paragraph of the text in short pieces is its tail: "Related:", "Share this",
   // credits, a contact line, a call to subscribe.
   let lastLong = -1;
@@ -617,14 +649,20 @@ function extractFrom(html: string, drop: Set<string>): Extracted {
     while (end > lastLong + 1 && found[end - 1].text.length < SHORT_BLOCK) end--;
     found.length = end;
   }
-  const R = (globalThis as any).__R ?? {};
-  const blocks = found.filter((b, i) => {
-    if (R.copy && b.chars < R.copy && /©/.test(b.text)) return false;
-    if (R.tailMail && i > lastLong && /\S@\S|https?:\/\/|www\./.test(b.text)) return false;
-    if (R.caps && i > lastLong && b.chars < 200 && isShouting(b.text)) return false;
-    if (R.tailEmph && i > lastLong && b.emph >= 0.9 * b.chars) return false;
-    return true;
-  }).map((b) => b.text);
+  const kept = found.filter((b, i) =>
+    !b.label &&
+    // A copyright notice or picture credit (`© 2022 Site`, `Photo: © AFP`) whatever its language.
+    !(b.chars < COPYRIGHT_BLOCK && b.text.includes("©")) &&
+    // After the last paragraph, an address or a link written out is a contact line or a pitch
+    // ("write to us at…", "download our app at www…").
+    !(lastLong >= 0 && i > lastLong && CONTACT.test(b.text))
+  );
+  // A short line that comes back three times or more is a template's label ("Read more", "via…",
+  // "Advertisement"), not text (table cells aside: their values repeat).
+  const copies = new Map<string, number>();
+  for (const b of kept) if (!b.cell) copies.set(b.text, (copies.get(b.text) ?? 0) + 1);
+  const blocks = kept.filter((b) => b.cell || b.text.length >= REPEATED_LINE || copies.get(b.text)! < 3)
+    .map((b) => b.text);
   // The headline often sits above the container of the text (in a page header): keep it.
   const headline = infos.find((i) => i.el.tag === "h1" && !i.removed && i.chars > 0);
   if (headline && !chosen.some((c) => isWithin(headline, c))) {
@@ -637,17 +675,6 @@ function extractFrom(html: string, drop: Set<string>): Extracted {
     if (at > 0 && blocks.slice(0, at).every((b) => b.length < SHORT_BLOCK)) blocks.splice(0, at);
   }
   return { title, text: blocks.join("\n\n") };
-}
-
-function isShouting(text: string): boolean {
-  let upper = 0, letters = 0;
-  for (const c of text) {
-    const lower = c.toLowerCase(), up = c.toUpperCase();
-    if (lower === up) continue;
-    letters++;
-    if (c === up) upper++;
-  }
-  return letters >= 8 && upper > 0.8 * letters;
 }
 
 const STOP_CLIMB = new Set(["#root", "html", "body"]);
@@ -712,19 +739,22 @@ function widen(top: Info, candidates: Info[]): Info {
 const EXTRA_PROSE_BEFORE = 80;
 const EXTRA_PROSE_AFTER = 250;
 
-/** Elements that set text apart: a paragraph all in them is a note, a pitch or a credit. */
-const EMPHASIS = new Set(["em", "i", "strong", "b"]);
-
 /** One block of text with what the rules read about it. */
 interface Block {
   text: string;
-  /** Characters (whitespace runs as one), of them inside links, and inside emphasis. */
+  /** Characters, whitespace runs counted as one. */
   chars: number;
-  links: number;
-  emph: number;
-  /** Inside the chosen containers (else prose found outside them). */
-  inside: boolean;
+  /** A table cell. */
+  cell: boolean;
+  /** A label whose content was dropped ("Related:", "Contact:" before a link list or a form). */
+  label: boolean;
 }
+
+/** A short line ending in a colon: a label of what follows ("Read more:", "Contact:", "Photo:"). */
+const isLabel = (b: Block) => b.chars < SHORT_BLOCK && b.text.endsWith(":");
+
+/** A short line that doesn't end a sentence: a heading or a caption of what follows. */
+const isCaption = (b: Block) => b.chars < SHORT_BLOCK && !/[.!?…。！？]$/.test(b.text);
 
 /**
  * The text blocks of the page in document order: every block in the chosen containers but link-dense
@@ -739,12 +769,11 @@ function textBlocks(
   let current = "";
   let linkChars = 0;
   let linkDepth = 0;
-  let emphChars = 0;
-  let emphDepth = 0;
   let preDepth = 0;
   let chosenDepth = 0;
   let chosenLeft = chosen.size; // chosen containers not yet left behind
   const owners: Info[] = [];
+  let previous: Block | undefined; // the block the last flush kept, if it kept one
   const flush = () => {
     let text = preDepth ? current.replace(/^\n+|\s+$/g, "") : current.trim();
     if (!preDepth && text.length) {
@@ -754,20 +783,33 @@ function textBlocks(
     }
     current = "";
     const links = linkChars;
-    const emph = emphChars;
-    linkChars = emphChars = 0;
+    linkChars = 0;
     if (!text) return;
     const chars = countChars(text);
-    if (chosenDepth > 0) {
-      if (!(links / chars > 0.5 && chars < 400)) blocks.push({ text, chars, links, emph, inside: true });
-      return;
-    }
     const owner = owners[owners.length - 1];
-    // Prose before the end of the main text is often its lead or intro split off by the layout; after
-    // it come sidebars, teasers and footers, so only long prose counts there.
-    const need = chosenLeft > 0 ? EXTRA_PROSE_BEFORE : EXTRA_PROSE_AFTER;
-    if (owner && !HEADINGS.has(owner.el.tag) && chars >= need && links < 0.2 * chars) {
-      blocks.push({ text, chars, links, emph, inside: false });
+    const cell = owner?.el.tag === "td" || owner?.el.tag === "th";
+    const before = previous;
+    previous = undefined;
+    let block: Block | undefined;
+    let dense = false;
+    if (chosenDepth > 0) {
+      dense = links / chars > 0.5 && chars < 400;
+      if (!dense) block = { text, chars, cell, label: false };
+    } else {
+      // Prose before the end of the main text is often its lead or intro split off by the layout; after
+      // it come sidebars, teasers and footers, so only long prose counts there.
+      const need = chosenLeft > 0 ? EXTRA_PROSE_BEFORE : EXTRA_PROSE_AFTER;
+      if (owner && !HEADINGS.has(owner.el.tag) && chars >= need && links < 0.2 * chars) {
+        block = { text, chars, cell, label: false };
+      }
+    }
+    if (block) {
+      blocks.push(block);
+      previous = block;
+    } else if (before && (isLabel(before) || (dense && isCaption(before)))) {
+      // A label right before what was dropped, or a short line that is no sentence right before a link
+      // list (its heading: "Read more", "On the same topic"), introduces nothing that is kept.
+      before.label = true;
     }
   };
   walk(
@@ -782,7 +824,6 @@ function textBlocks(
       }
       if (chosen.has(info)) chosenDepth++;
       if (el.tag === "a") linkDepth++;
-      if (EMPHASIS.has(el.tag)) emphDepth++;
       if (el.tag === "pre") preDepth++;
     },
     (el) => {
@@ -795,19 +836,15 @@ function textBlocks(
         chosenLeft--;
       }
       if (el.tag === "a") linkDepth--;
-      if (EMPHASIS.has(el.tag)) emphDepth--;
       if (el.tag === "pre") preDepth--;
     },
     (text) => {
       // Line breaks in the source are spaces; only <br> and blocks break lines (<pre> aside).
       current += preDepth || !/\s\s|[\t\n\r\f\v\u00a0]/.test(text) ? text : text.replace(/\s+/g, " ");
-      if (linkDepth || emphDepth) {
-        const n = countChars(text);
-        if (linkDepth) linkChars += n;
-        if (emphDepth) emphChars += n;
-      }
+      if (linkDepth) linkChars += countChars(text);
     },
   );
   flush();
+  if (previous && isLabel(previous)) previous.label = true;
   return blocks;
 }

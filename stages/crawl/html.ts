@@ -174,7 +174,7 @@ export function parseHtml(html: string, options: ParseHtmlOptions = {}): HtmlEle
     if (el.tag === "body") seenBody = true;
     // `</head>` may be left out: the body starts with `<body>` or with the first element that cannot be
     // in the head (the body's own start tag may be missing too).
-    if ((el.tag === "body" || !HEAD_CONTENT.has(el.tag)) && top().tag === "head") close("head");
+    if (top().tag === "head" && (el.tag === "body" || !HEAD_CONTENT.has(el.tag))) close("head");
     else if (el.tag === "body" && openCount.get("head")) close("head");
     const closes = IMPLIES_CLOSE.get(el.tag);
     if (closes) { while (stack.length > 1 && closes.has(top().tag)) pop(); }

@@ -7,8 +7,8 @@
 import { strict as assert } from "node:assert";
 import { evaluateExtraction, EXTRACTION_SET, haveExtractionSet } from "../../bench/extraction_bench.ts";
 
-/** The F1 reached (0.9282 on 2026-12-01; trafilatura 2.2: 0.924), less a margin for harmless changes. */
-const F1_FLOOR = 0.925;
+/** The F1 reached (0.9350 on 2026-12-01; trafilatura 2.2: 0.924), less a margin for harmless changes. */
+const F1_FLOOR = 0.933;
 
 const present = await haveExtractionSet();
 if (!present) console.warn(`skipping the extraction gate: ${EXTRACTION_SET} is absent`);
@@ -26,6 +26,7 @@ Deno.test({
     assert.equal(s.tp + s.fn, 2951, "every `with` segment counted");
     assert.equal(s.fp + s.tn, 2966, "every `without` segment counted");
     assert.ok(s.f1 >= F1_FLOOR, `F1 ${s.f1.toFixed(4)} fell below ${F1_FLOOR}`);
-    assert.ok(s.precision >= 0.9 && s.recall >= 0.93, `precision ${s.precision}, recall ${s.recall}`);
+    // Reached: precision 0.9228, recall 0.9475.
+    assert.ok(s.precision >= 0.915 && s.recall >= 0.94, `precision ${s.precision}, recall ${s.recall}`);
   },
 });
