@@ -24,9 +24,20 @@ async function userDir(): Promise<string> {
   return dir;
 }
 
-async function deno(cwd: string, args: string[], env: Record<string, string> = {}) {
-  const out = await new Deno.Command(Deno.execPath(), { args, cwd, env, stdout: "piped", stderr: "piped" })
-    .output();
+/**
+ * Runs deno as a user would from `cwd`: without the INIT_CWD that `deno task test` leaves in the
+ * environment (a `deno task` started by the user's shell sets its own; a nested one keeps the outer one).
+ */
+async function deno(cwd: string, args: string[]) {
+  const { INIT_CWD: _, ...env } = Deno.env.toObject();
+  const out = await new Deno.Command(Deno.execPath(), {
+    args,
+    cwd,
+    env,
+    clearEnv: true,
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
   const stdout = new TextDecoder().decode(out.stdout);
   return { code: out.code, stdout, text: stdout + new TextDecoder().decode(out.stderr) };
 }
