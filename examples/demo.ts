@@ -28,7 +28,7 @@ const backend = "cpu";
 export const demo = pipeline("demo", { workdir: ".kiln" })
   .pipe(crawl({ warc: [data("*.warc.gz")] }))
   .pipe(dedupe({}))
-  .pipe(qualityFilter({ gopherRepetition: false }))
+  .pipe(qualityFilter({ gopherRepetition: false, gopherQuality: { minDocWords: 20 } }))
   .branch(brown({ samples: 12 }).as("books"))
   .branch(
     mix({

@@ -18,15 +18,16 @@ export const mixture = pipeline("mixture", { workdir: ".kiln" })
   // Branch 1: the web, cleaned.
   .pipe(crawl({ warc: [here("./data/*.warc.gz")] }).as("crawl"))
   .pipe(dedupe({}))
-  .pipe(qualityFilter({ gopherRepetition: false }).as("web"))
+  .pipe(qualityFilter({ gopherRepetition: false, gopherQuality: { minDocWords: 20 } }).as("web"))
   // Branch 2: books.
   .branch(brown({ samples: 3 }).as("books"))
   // Branch 3: a small, clean reference corpus, seen several times.
   .branch(crawl({ files: [here("./data/README.md")] }).as("reference"))
-  // The branches meet: 60 % web, 40 % books, and the reference corpus three times over.
+  // The branches meet: books and the reference corpus 3:1 by weight, and the web text (a few hundred
+  // words in these two small archives) four times over.
   .branch(mix({
     bpe: { vocabSize: 1024 },
-    sources: { web: { weight: 0.6 }, books: { weight: 0.4 }, reference: { epochs: 3 } },
+    sources: { web: { epochs: 4 }, books: { weight: 0.75 }, reference: { weight: 0.25 } },
   }))
   .pipe(
     pretrain({
