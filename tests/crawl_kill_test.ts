@@ -54,7 +54,7 @@ function sites() {
       if (url.pathname.startsWith("/moved/")) links.length = 0;
       const html =
         `<html><head><title>Site ${s} ${url.pathname}</title></head><body><p>Page ${i} of site ${s}: ${
-          "kilns fire clay into pottery ".repeat(1 + (i % 7))
+          "kilns fire clay into pottery ".repeat(2 + (i % 7))
         }</p>${links.map((l) => `<a href="${l}">${l}</a>`).join(" ")}</body></html>`;
       return new Response(html, { headers: { "content-type": "text/html; charset=utf-8" } });
     })
