@@ -41,7 +41,7 @@ export function kiln(args: string[]): Promise<number> {
             .join("\n"),
       tools: {
         sample: async () => (await import("../model/sample_cli.ts")).sampleCommand,
-        score: async () => (await import("../stages/reward_model/score.ts")).scoreCommand,
+        score: async () => (await import("../stages/reward_model/score_cli.ts")).scoreCommand,
       },
     },
   });

@@ -37,6 +37,8 @@ export interface ModuleGraph {
   files: string[];
   /** Remote module URL → the source that was hashed (and is what runs). */
   remote: Map<string, string>;
+  /** The modules in the digest (URLs): what editing reruns the stage. */
+  hashed: string[];
 }
 
 /**
@@ -149,7 +151,7 @@ async function readRemote(url: string, store?: ModuleStore): Promise<string> {
  */
 export async function moduleGraph(moduleUrl: string, store?: ModuleStore): Promise<ModuleGraph> {
   const hash = createHash("sha256");
-  const graph: ModuleGraph = { digest: "", files: [], remote: new Map() };
+  const graph: ModuleGraph = { digest: "", files: [], remote: new Map(), hashed: [] };
   const sources = new Map<string, string>();
   const seen = new Set<string>(); // "h:" + url when visited as part of the code, "r:" + url via the runtime
   // kiln's runtime, and what it imports, is part of the graph (the stage's process loads it, and a remote
@@ -170,7 +172,10 @@ export async function moduleGraph(moduleUrl: string, store?: ModuleStore): Promi
       }
       sources.set(url, source);
     }
-    if (hashed) hash.update(`${url.startsWith("file:") ? "" : url}\0${source}\0`);
+    if (hashed) {
+      hash.update(`${url.startsWith("file:") ? "" : url}\0${source}\0`);
+      graph.hashed.push(url);
+    }
     for (const spec of importSpecifiers(source)) {
       if (spec.startsWith(".") || spec.startsWith("/")) await visit(new URL(spec, url).href, !hashed);
       else if (/^(https?|file):/.test(spec)) await visit(spec, !hashed);

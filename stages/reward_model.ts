@@ -63,7 +63,7 @@ import type { LoadedModel } from "../model/checkpoint.ts";
 import type { Backend } from "../kernels/backend.ts";
 import { batchPairwiseLoss } from "./reward_model/loss.ts";
 import { packSequences, RewardNetwork } from "./reward_model/network.ts";
-import { REWARD_STATS_FILE, type RewardStats, serializeRewardModel } from "./reward_model/score.ts";
+import { REWARD_STATS_FILE, type RewardStats, serializeRewardModel } from "./reward_model/artifact.ts";
 import { openBackend, type TrainingLoop, trainingLoop, writeJsonl } from "./training/loop.ts";
 import type { ParamLayout } from "../model/params.ts";
 

@@ -386,3 +386,18 @@ Deno.test("reference docs: docs/stages.md is what `kiln stages --docs` generates
     "run: deno task kiln stages --docs > docs/stages.md",
   );
 });
+
+Deno.test("no built-in stage's key includes a command line: editing a CLI's help text reruns nothing", async () => {
+  const { moduleGraph } = await import("../pipeline/code_hash.ts");
+  const { listBuiltinStages } = await import("../stages/registry.ts");
+  const counts: Record<string, number> = {};
+  const { registry } = await import("../pipeline/stage.ts");
+  const builtins = new Set((await listBuiltinStages()).map(([name]) => name)); // loads every stage module
+  for (const { name, module } of registry().filter((s) => builtins.has(s.name))) {
+    const graph = await moduleGraph(module);
+    counts[name] = graph.hashed.length;
+    const clis = graph.hashed.filter((url) => /\/cli\/|_cli\.ts$|\/pipeline\/command\.ts$/.test(url));
+    assert.deepEqual(clis, [], `stage ${name}'s key includes ${clis.join(", ")}`);
+  }
+  assert.ok(Object.values(counts).every((n) => n > 0));
+});

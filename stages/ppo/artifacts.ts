@@ -9,7 +9,7 @@ import type { Artifact } from "../../pipeline/artifact.ts";
 import { DataError, KilnError } from "../../pipeline/errors.ts";
 import { type LoadedModel, loadModelDir } from "../../model/checkpoint.ts";
 import { loadTokenizer, type Tokenizer } from "../../tokenizer/mod.ts";
-import { loadRewardModel, REWARD_STATS_FILE } from "../reward_model/score.ts";
+import { loadRewardModel, REWARD_STATS_FILE } from "../reward_model/artifact.ts";
 import { type ChatTemplate, loadChatTemplate } from "../sft/template.ts";
 import type { ScalarHeadWeights } from "../../model/scalar_head.ts";
 
@@ -20,7 +20,7 @@ export interface RewardModel extends LoadedModel {
   stats?: { mean: number; std: number };
 }
 
-/** Loads a `reward-model` artifact (`stages/reward_model/score.ts`'s format). */
+/** Loads a `reward-model` artifact (`stages/reward_model/artifact.ts`'s format). */
 export async function readRewardModel(artifact: Artifact): Promise<RewardModel> {
   const rm = await loadRewardModel(artifact.dir);
   const stats = rm.stats && { mean: rm.stats.mean, std: rm.stats.std };

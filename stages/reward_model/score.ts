@@ -1,6 +1,6 @@
 /**
- * Reading a reward model and scoring (prompt, response) pairs with it: the API, and the function
- * behind `kiln score`.
+ * Scoring (prompt, response) pairs with a reward model (`kiln score`'s command line is in
+ * `score_cli.ts`).
  *
  * The `reward-model` artifact is a Hugging Face `GPT2ForSequenceClassification`-style directory:
  * `config.json`, `model.safetensors` (the GPT-2 tensors plus `score.weight` `[1, C]`), `tokenizer.json`,
@@ -16,105 +16,15 @@
  * ```
  * @module
  */
-import { parseArgs } from "node:util";
 import { join } from "node:path";
-import { DataError, KilnError } from "../../pipeline/errors.ts";
+import { KilnError } from "../../pipeline/errors.ts";
 import { createBackend } from "../../kernels/device.ts";
 import type { Backend } from "../../kernels/backend.ts";
-import { fromHFConfig } from "../../model/config.ts";
-import { CONFIG_FILE, type LoadedModel, MODEL_FILE } from "../../model/checkpoint.ts";
-import { type ParamLayout, paramLayout } from "../../model/params.ts";
-import { parseSafetensors, type SafeTensors, serializeSafetensors } from "../../model/safetensors.ts";
 import { loadTokenizer, type Tokenizer } from "../../tokenizer/mod.ts";
 import type { Turn } from "../sft/data.ts";
-import { readJsonlRows } from "../sft/jsonl.ts";
 import { type ChatTemplate, loadChatTemplate } from "../sft/template.ts";
 import { packSequences, RewardNetwork } from "./network.ts";
-
-/** The scalar head's tensor (Hugging Face's name). */
-export const SCORE_WEIGHT = "score.weight";
-/** The reward statistics file. */
-export const REWARD_STATS_FILE = "reward_stats.json";
-
-/** Mean and standard deviation of the rewards of the training responses. */
-export interface RewardStats {
-  mean: number;
-  std: number;
-  count: number;
-}
-
-/** A reward model read from disk. */
-export interface LoadedRewardModel extends LoadedModel {
-  /** `[C]`: the scalar head. */
-  head: Float32Array;
-  stats?: RewardStats;
-}
-
-/** The bytes of a reward model's `model.safetensors`: the GPT-2 tensors and `score.weight`. */
-export function serializeRewardModel(
-  layout: ParamLayout,
-  params: Float32Array,
-  head: Float32Array,
-): Uint8Array {
-  const tensors = layout.entries.map((e) => ({
-    name: e.name,
-    shape: e.shape,
-    data: params.subarray(e.offset, e.offset + e.size),
-  }));
-  tensors.push({ name: SCORE_WEIGHT, shape: [1, head.length], data: head });
-  return serializeSafetensors(tensors, { format: "pt" });
-}
-
-/** The trunk's flat weights from a reward model file (also accepts HF's `transformer.` prefix). */
-function trunkWeights(file: SafeTensors, layout: ParamLayout): Float32Array {
-  const params = new Float32Array(layout.total);
-  for (const entry of layout.entries) {
-    const name = file.tensors.has(entry.name) ? entry.name : `transformer.${entry.name}`;
-    if (!file.tensors.has(name)) {
-      throw new DataError(file.file, entry.name, "tensor missing from the reward model");
-    }
-    const shape = file.info(name).shape;
-    if (shape.join(",") !== entry.shape.join(",")) {
-      throw new DataError(file.file, name, `shape [${shape}] does not match the model's [${entry.shape}]`);
-    }
-    params.set(file.float32(name), entry.offset);
-  }
-  return params;
-}
-
-/** Loads a reward-model directory (see the module doc). */
-export async function loadRewardModel(dir: string): Promise<LoadedRewardModel> {
-  const configPath = join(dir, CONFIG_FILE);
-  let json: unknown;
-  try {
-    json = JSON.parse(await Deno.readTextFile(configPath));
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) {
-      throw new KilnError(`${dir}: not a reward-model directory (no ${CONFIG_FILE})`);
-    }
-    throw new DataError(configPath, undefined, `not valid JSON (${(e as Error).message})`);
-  }
-  const config = fromHFConfig(json, configPath);
-  const layout = paramLayout(config);
-  const path = join(dir, MODEL_FILE);
-  const file = parseSafetensors(await Deno.readFile(path), path);
-  if (!file.tensors.has(SCORE_WEIGHT)) {
-    throw new DataError(path, SCORE_WEIGHT, "no scalar head: this is not a reward model");
-  }
-  const head = file.float32(SCORE_WEIGHT);
-  if (head.length !== config.dim) {
-    throw new DataError(path, SCORE_WEIGHT, `has ${head.length} values, the model width is ${config.dim}`);
-  }
-  let stats: RewardStats | undefined;
-  try {
-    stats = JSON.parse(await Deno.readTextFile(join(dir, REWARD_STATS_FILE)));
-  } catch (e) {
-    if (!(e instanceof Deno.errors.NotFound)) {
-      throw new DataError(join(dir, REWARD_STATS_FILE), undefined, (e as Error).message);
-    }
-  }
-  return { config, layout, params: trunkWeights(file, layout), head, stats };
-}
+import { type LoadedRewardModel, loadRewardModel } from "./artifact.ts";
 
 /** A (prompt, response) pair to score; the prompt is a user message or a conversation. */
 export interface ScoreItem {
@@ -185,88 +95,5 @@ export class RewardScorer {
   /** Frees the device buffers. */
   close(): void {
     this.network.dispose();
-  }
-}
-
-/** Usage text of `kiln score`. */
-export const SCORE_USAGE = `kiln score <reward-model-dir> [options]
-
-Scores responses with a trained reward model (higher is better).
-
-Options:
-  --prompt TEXT      the user's message
-  --response TEXT    the response to score (repeat to score several against one prompt)
-  --file PATH        JSONL of {"prompt", "response"} rows instead; prints each row with its "reward"
-  --normalize        print (reward - mean) / std with the statistics stored in the model
-  --backend B        auto, webgpu or cpu (default auto)`;
-
-/**
- * Runs `kiln score` with the arguments after `score`; writes one line per scored response to `write`
- * (default stdout) and returns the rewards.
- */
-export async function scoreCommand(
-  args: string[],
-  write: (text: string) => void = (text) => console.log(text),
-): Promise<number[]> {
-  const { values, positionals } = parseArgs({
-    args,
-    allowPositionals: true,
-    options: {
-      prompt: { type: "string" },
-      response: { type: "string", multiple: true },
-      file: { type: "string" },
-      normalize: { type: "boolean", default: false },
-      backend: { type: "string", default: "auto" },
-      help: { type: "boolean", short: "h" },
-    },
-  });
-  if (values.help) {
-    write(SCORE_USAGE);
-    return [];
-  }
-  if (positionals.length !== 1) {
-    throw new KilnError(`kiln score: expected one reward-model directory\n\n${SCORE_USAGE}`);
-  }
-  const backendName = values.backend;
-  if (backendName !== "auto" && backendName !== "cpu" && backendName !== "webgpu") {
-    throw new KilnError(`kiln score: --backend must be auto, webgpu or cpu, got "${backendName}"`);
-  }
-  let items: (ScoreItem & Record<string, unknown>)[];
-  if (values.file) {
-    items = (await readJsonlRows(values.file)).map((r) => {
-      if (r.error !== undefined) throw new DataError(values.file!, `line ${r.line}`, r.error);
-      const { prompt, response } = r.value;
-      if (typeof prompt !== "string") {
-        throw new DataError(values.file!, `line ${r.line}: prompt`, "must be a string");
-      }
-      if (typeof response !== "string") {
-        throw new DataError(values.file!, `line ${r.line}: response`, "must be a string");
-      }
-      return { ...r.value, prompt, response };
-    });
-  } else {
-    if (values.prompt === undefined || !values.response?.length) {
-      throw new KilnError(`kiln score: give --prompt and --response, or --file\n\n${SCORE_USAGE}`);
-    }
-    items = values.response.map((response) => ({ prompt: values.prompt!, response }));
-  }
-  const backend = await createBackend({ backend: backendName, log: () => {} });
-  const scorer = await RewardScorer.load(positionals[0], { backend });
-  try {
-    let rewards = await scorer.scoreMany(items);
-    if (values.normalize) {
-      const s = scorer.model.stats;
-      if (!s) {
-        throw new KilnError(`kiln score: ${positionals[0]} has no ${REWARD_STATS_FILE} to normalise with`);
-      }
-      rewards = rewards.map((r) => (r - s.mean) / s.std);
-    }
-    items.forEach((item, i) => {
-      if (values.file) write(JSON.stringify({ ...item, reward: rewards[i] }));
-      else write(`${rewards[i].toFixed(4)}\t${JSON.stringify(item.response)}`);
-    });
-    return rewards;
-  } finally {
-    scorer.close();
   }
 }
