@@ -291,7 +291,7 @@ export interface Backend {
     opts: AttentionOptions,
   ): void;
 
-  // ---- classifier ----------------------------------------------------------------------------
+  // ---- logits rows (wgsl/logits.ts) ----------------------------------------------------------
 
   /**
    * Softmax fused with cross-entropy (llm.c's fused classifier): writes per-token losses

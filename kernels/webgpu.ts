@@ -1,6 +1,8 @@
 /**
- * The WebGPU backend: the ops of {@linkcode Backend} as WGSL kernels (in `wgsl/`), recorded into one
- * command encoder and one compute pass until {@linkcode Backend.submit} (or a download) sends them.
+ * The WebGPU backend's device runtime: the ops of {@linkcode Backend} are WGSL kernels with their
+ * launchers, a file a family in `wgsl/` (elementwise, layernorm, attention, matmul, optimizer,
+ * logits, encoder); this file records their dispatches into one command encoder and one compute
+ * pass until {@linkcode Backend.submit} (or a download) sends them.
  *
  * - Buffers come from a pool keyed by size; `free` and the scratch buffers of a step go back to it.
  * - Pipelines are compiled once per kernel variant and cached; compile time is totalled in `stats`.
@@ -12,70 +14,25 @@
  *   benchmarks' split by kernel).
  * @module
  */
-import {
-  type AdamWOptions,
-  type AttentionOptions,
-  type Backend,
-  checkAttentionDecode,
-  checkEntropy,
-  checkTensor,
-  type CrossEntropyOptions,
-  type DType,
-  type HostArray,
-  type MatmulOptions,
-  type SampleOptions,
-  type Tensor,
-} from "./backend.ts";
-import { type TokenBuckets, tokenBuckets } from "./host.ts";
-import {
-  attentionBackwardKeyKernel,
-  attentionBackwardQueryKernel,
-  attentionDecodeKernel,
-  attentionForwardKernel,
-  attentionRowDotKernel,
-  ATTN_ROWS,
-} from "./wgsl/attention.ts";
-import {
-  argmaxKernel,
-  crossEntropyKernel,
-  entropyKernel,
-  logSoftmaxGatherKernel,
-  sampleKernel,
-} from "./wgsl/classifier.ts";
-import {
-  addKernel,
-  copyF32Kernel,
-  copyKernel,
-  fillF32Kernel,
-  fillKernel,
-  geluBackwardKernel,
-  geluForwardKernel,
-  scaleKernel,
-} from "./wgsl/elementwise.ts";
-import {
-  encoderBackwardPositionKernel,
-  encoderBackwardTokenKernel,
-  encoderForwardKernel,
-} from "./wgsl/encoder.ts";
-import { type Kernel, kernelSource, paramBytes, WG } from "./wgsl/kernel.ts";
-import {
-  layernormBackwardKernel,
-  layernormBackwardReduceKernel,
-  layernormForwardKernel,
-  LN_BACKWARD_ROWS,
-} from "./wgsl/layernorm.ts";
-import { matmulKernel, type MatmulTile, matmulTiles, TILE_CANDIDATES } from "./wgsl/matmul.ts";
+import type { Backend, DType, HostArray, MatmulOptions, Tensor } from "./backend.ts";
 import { MatmulTuner, type TuneResult, type TuneShape } from "./autotune.ts";
+import { attentionOps } from "./wgsl/attention.ts";
+import { copyKernel, elementwiseOps, fillKernel } from "./wgsl/elementwise.ts";
+import { encoderOps } from "./wgsl/encoder.ts";
 import {
-  adamwKernel,
-  clipScaleKernel,
-  reduceFinalKernel,
-  reduceGroups,
-  reducePartialKernel,
-  SUM_ROWS_BLOCK,
-  sumRowsKernel,
-  sumRowsPartialKernel,
-} from "./wgsl/optimizer.ts";
+  type Bindings,
+  checkDispatch,
+  type Kernel,
+  kernelSource,
+  paramBytes,
+  type Params,
+  type Recorder,
+  runElementwise,
+} from "./wgsl/kernel.ts";
+import { layernormOps } from "./wgsl/layernorm.ts";
+import { logitsOps } from "./wgsl/logits.ts";
+import { type MatmulTile, matmulTiles, recordMatmul } from "./wgsl/matmul.ts";
+import { optimizerOps } from "./wgsl/optimizer.ts";
 
 /** Options of {@linkcode createWebGpuBackend}. */
 export interface WebGpuOptions {
@@ -142,10 +99,140 @@ const UNIFORM_CHUNK = 65536;
 const PROFILE_CAPACITY = 2048; // dispatches timed a submit (a query set holds at most 4096 queries)
 const BIND_GROUP_CACHE = 8192; // bind groups kept (a GPT-2 step binds a few hundred distinct ones)
 
+/**
+ * Storage buffers for reuse, by size: sizes are rounded up (powers of two below 1 MiB, MiB
+ * multiples above) so a freed buffer fits the next request of about its size.
+ */
+class BufferPool {
+  readonly usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
+  #free = new Map<number, GPUBuffer[]>();
+  constructor(readonly device: GPUDevice) {}
+
+  /** A storage buffer of at least `bytes`, and whether it is fresh (zeroed) or reused. */
+  take(bytes: number): [GpuStorage, boolean] {
+    const size = bytes <= 1 << 20
+      ? Math.max(256, 2 ** Math.ceil(Math.log2(bytes)))
+      : Math.ceil(bytes / (1 << 20)) * (1 << 20);
+    const maxBinding = this.device.limits.maxStorageBufferBindingSize;
+    if (size > maxBinding) {
+      throw new Error(
+        `kiln: a ${bytes}-byte buffer exceeds this device's storage binding limit (${maxBinding})`,
+      );
+    }
+    const reused = this.#free.get(size)?.pop();
+    if (reused) return [new GpuStorage(reused, size), false];
+    return [new GpuStorage(this.device.createBuffer({ size, usage: this.usage }), size), true];
+  }
+
+  release(s: GpuStorage): void {
+    const list = this.#free.get(s.bytes) ?? [];
+    list.push(s.buffer);
+    this.#free.set(s.bytes, list);
+  }
+
+  destroy(): void {
+    for (const list of this.#free.values()) for (const b of list) b.destroy();
+    this.#free.clear();
+  }
+}
+
 interface UniformChunk {
   buffer: GPUBuffer;
   staging: ArrayBuffer;
   used: number;
+}
+
+/**
+ * The dispatches' uniform structs: each takes a `slot`-aligned range of a 64 KiB chunk's host
+ * staging, and {@linkcode UniformRing.flush} writes the used chunks with one `writeBuffer` each at
+ * submit, then starts again from the first chunk.
+ */
+class UniformRing {
+  #chunks: UniformChunk[] = [];
+  #index = 0;
+  constructor(readonly device: GPUDevice, readonly alignment: number) {}
+
+  /** A range of `bytes` for one dispatch: its chunk and offset. */
+  slot(bytes: number): [UniformChunk, number] {
+    let chunk = this.#chunks[this.#index];
+    if (chunk && chunk.used + bytes > UNIFORM_CHUNK) chunk = this.#chunks[++this.#index];
+    if (!chunk) {
+      chunk = {
+        buffer: this.device.createBuffer({
+          size: UNIFORM_CHUNK,
+          usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
+        }),
+        staging: new ArrayBuffer(UNIFORM_CHUNK),
+        used: 0,
+      };
+      this.#chunks.push(chunk);
+    }
+    const offset = chunk.used;
+    chunk.used += Math.ceil(bytes / this.alignment) * this.alignment;
+    return [chunk, offset];
+  }
+
+  /** Queues the writes of the used chunks (before the submit that reads them) and rewinds. */
+  flush(): void {
+    for (let i = 0; i <= this.#index && i < this.#chunks.length; i++) {
+      const c = this.#chunks[i];
+      if (c.used > 0) this.device.queue.writeBuffer(c.buffer, 0, c.staging, 0, c.used);
+      c.used = 0;
+    }
+    this.#index = 0;
+  }
+}
+
+/**
+ * Bind groups, cached: creating one is most of a dispatch's host cost (~10-25 µs through Deno),
+ * and a training or decode step binds the same buffers at the same uniform slots every time (the
+ * ring restarts at each submit). Keyed by kernel, slot and buffer identities; a bind group holding
+ * a one-shot buffer (destroyed after its submit) is never cached.
+ */
+class BindGroupCache {
+  #groups = new Map<string, GPUBindGroup>();
+  #ids = new WeakMap<GPUBuffer, number>();
+  #nextId = 0;
+  #oneShot = new WeakSet<GPUBuffer>();
+  constructor(readonly device: GPUDevice) {}
+
+  /** Marks a buffer destroyed after this submit: bind groups holding it are not kept. */
+  markOneShot(buffer: GPUBuffer): void {
+    this.#oneShot.add(buffer);
+  }
+
+  /** The bind group of kernel `name`: the uniform range at binding 0, then `buffers` whole. */
+  get(
+    name: string,
+    p: GPUComputePipeline,
+    uniform: GPUBuffer,
+    offset: number,
+    bytes: number,
+    buffers: GPUBuffer[],
+  ): GPUBindGroup {
+    const cacheable = !buffers.some((b) => this.#oneShot.has(b));
+    const id = (b: GPUBuffer) => {
+      let i = this.#ids.get(b);
+      if (i === undefined) this.#ids.set(b, i = this.#nextId++);
+      return i;
+    };
+    const key = cacheable ? `${name}|${id(uniform)}:${offset}|${buffers.map(id).join(",")}` : "";
+    let group = cacheable ? this.#groups.get(key) : undefined;
+    if (!group) {
+      group = this.device.createBindGroup({
+        layout: p.getBindGroupLayout(0),
+        entries: [
+          { binding: 0, resource: { buffer: uniform, offset, size: bytes } },
+          ...buffers.map((buffer, i) => ({ binding: i + 1, resource: { buffer } })),
+        ],
+      });
+      if (cacheable) {
+        if (this.#groups.size >= BIND_GROUP_CACHE) this.#groups.clear(); // bounded; steady loops refill it
+        this.#groups.set(key, group);
+      }
+    }
+    return group;
+  }
 }
 
 /** Creates the backend on a device (see `device.ts` for finding one). */
@@ -171,8 +258,6 @@ export function createWebGpuBackend(
   let tuning: Promise<TuneResult[]> | null = null;
   /** Set while the tuner records a timed pass. */
   let timestampWrites: GPUComputePassTimestampWrites | null = null;
-  const slot = Math.max(256, device.limits.minUniformBufferOffsetAlignment);
-  const maxBinding = device.limits.maxStorageBufferBindingSize;
 
   let lost: string | null = null;
   let firstError: string | null = null;
@@ -193,32 +278,10 @@ export function createWebGpuBackend(
 
   // ---- buffers -------------------------------------------------------------------------------
 
-  const pool = new Map<number, GPUBuffer[]>();
-  const usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
-  // Sizes are rounded up (powers of two below 1 MiB, MiB multiples above) so buffers are reused.
-  const roundSize = (bytes: number) =>
-    bytes <= 1 << 20
-      ? Math.max(256, 2 ** Math.ceil(Math.log2(bytes)))
-      : Math.ceil(bytes / (1 << 20)) * (1 << 20);
-  /** A storage buffer of at least `bytes`, and whether it is fresh (zeroed) or reused. */
-  const take = (bytes: number): [GpuStorage, boolean] => {
-    const size = roundSize(bytes);
-    if (size > maxBinding) {
-      throw new Error(
-        `kiln: a ${bytes}-byte buffer exceeds this device's storage binding limit (${maxBinding})`,
-      );
-    }
-    const reused = pool.get(size)?.pop();
-    if (reused) return [new GpuStorage(reused, size), false];
-    return [new GpuStorage(device.createBuffer({ size, usage }), size), true];
-  };
-  const release = (s: GpuStorage) => {
-    const list = pool.get(s.bytes) ?? [];
-    list.push(s.buffer);
-    pool.set(s.bytes, list);
-  };
+  const pool = new BufferPool(device);
+
   const storage = (t: Tensor) => t.storage as GpuStorage;
-  const dummy = device.createBuffer({ size: 256, usage });
+  const dummy = device.createBuffer({ size: 256, usage: pool.usage });
   const none = (dtype: DType): Tensor => ({
     storage: new GpuStorage(dummy, 256),
     offset: 0,
@@ -232,8 +295,7 @@ export function createWebGpuBackend(
   let pass: GPUComputePassEncoder | null = null;
   let scratch: GpuStorage[] = []; // released to the pool after the submit
   let oneShot: GPUBuffer[] = []; // destroyed after the submit
-  const chunks: UniformChunk[] = [];
-  let chunkIndex = 0;
+  const uniforms = new UniformRing(device, Math.max(256, device.limits.minUniformBufferOffsetAlignment));
   let querySet: GPUQuerySet | null = null;
   let profiled: string[] = [];
   const pendingTimings: Array<Promise<KernelTiming[]>> = [];
@@ -260,7 +322,7 @@ export function createWebGpuBackend(
 
   /** A scratch tensor for the current step (contents undefined until written). */
   const scratchTensor = (length: number, dtype: DType = "f32"): Tensor => {
-    const [s] = take(Math.max(4, length * BYTES[dtype]));
+    const [s] = pool.take(Math.max(4, length * BYTES[dtype]));
     scratch.push(s);
     return { storage: s, offset: 0, length, dtype };
   };
@@ -272,98 +334,52 @@ export function createWebGpuBackend(
   const hostTensor = (data: Uint32Array): Tensor => {
     const buffer = device.createBuffer({
       size: Math.max(16, data.byteLength),
-      usage,
+      usage: pool.usage,
       mappedAtCreation: true,
     });
     new Uint32Array(buffer.getMappedRange()).set(data);
     buffer.unmap();
     oneShot.push(buffer);
-    oneShotBuffers.add(buffer);
+    bindGroups.markOneShot(buffer);
     return { storage: new GpuStorage(buffer, buffer.size), offset: 0, length: data.length, dtype: "u32" };
   };
 
-  // Bind groups, cached: creating one is most of a dispatch's host cost (~10-25 µs through Deno),
-  // and a training or decode step binds the same buffers at the same uniform slots every time (the
-  // ring restarts at each submit). Keyed by kernel, slot and buffer identities; a bind group holding
-  // a one-shot buffer (destroyed after its submit) is never cached.
-  const bindGroups = new Map<string, GPUBindGroup>();
-  const bufferIds = new WeakMap<GPUBuffer, number>();
-  let nextBufferId = 0;
-  const oneShotBuffers = new WeakSet<GPUBuffer>();
-  const bufferId = (b: GPUBuffer) => {
-    let id = bufferIds.get(b);
-    if (id === undefined) bufferIds.set(b, id = nextBufferId++);
-    return id;
-  };
-  const bindGroupFor = (
-    name: string,
-    p: GPUComputePipeline,
-    uniform: GPUBuffer,
-    offset: number,
-    bytes: number,
-    tensors: Tensor[],
-  ): GPUBindGroup => {
-    const buffers = tensors.map((t) => storage(t).buffer);
-    const cacheable = !buffers.some((b) => oneShotBuffers.has(b));
-    const key = cacheable ? `${name}|${bufferId(uniform)}:${offset}|${buffers.map(bufferId).join(",")}` : "";
-    let group = cacheable ? bindGroups.get(key) : undefined;
-    if (!group) {
-      group = device.createBindGroup({
-        layout: p.getBindGroupLayout(0),
-        entries: [
-          { binding: 0, resource: { buffer: uniform, offset, size: bytes } },
-          ...buffers.map((buffer, i) => ({ binding: i + 1, resource: { buffer } })),
-        ],
-      });
-      if (cacheable) {
-        if (bindGroups.size >= BIND_GROUP_CACHE) bindGroups.clear(); // bounded; steady loops refill it
-        bindGroups.set(key, group);
-      }
-    }
-    return group;
-  };
-
-  const uniformSlot = (bytes: number): [UniformChunk, number] => {
-    let chunk = chunks[chunkIndex];
-    if (chunk && chunk.used + bytes > UNIFORM_CHUNK) chunk = chunks[++chunkIndex];
-    if (!chunk) {
-      chunk = {
-        buffer: device.createBuffer({
-          size: UNIFORM_CHUNK,
-          usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
-        }),
-        staging: new ArrayBuffer(UNIFORM_CHUNK),
-        used: 0,
-      };
-      chunks.push(chunk);
-    }
-    const offset = chunk.used;
-    chunk.used += Math.ceil(bytes / slot) * slot;
-    return [chunk, offset];
-  };
+  const bindGroups = new BindGroupCache(device);
 
   /**
-   * Records one dispatch of `kernel` over `tensors` (bound whole; their offsets go in the uniform)
-   * with `params` in the kernel's order, on `groups` workgroups (a count, or an explicit x, y, z).
+   * Records one dispatch of `kernel` over `tensors` (by binding name, bound whole in the kernel's
+   * order; their offsets go in the uniform) with `params` by name, on `groups` workgroups (a count,
+   * or an explicit x, y, z). Both are checked against the kernel's declaration first.
    */
   const run = (
     kernel: Kernel,
-    tensors: Tensor[],
-    params: number[],
+    named: Bindings,
+    params: Params,
     groups: number | [number, number, number],
   ) => {
     alive();
+    checkDispatch(kernel, named, params);
+    const tensors = kernel.tensors.map(([name]) => named[name]);
     const bytes = paramBytes(kernel);
-    const [chunk, offset] = uniformSlot(bytes);
+    const [chunk, offset] = uniforms.slot(bytes);
     const view = new DataView(chunk.staging, offset, bytes);
-    tensors.forEach((t, i) => view.setUint32(4 * i, vecOffset(kernel.tensors[i][1], t), true));
-    kernel.params.forEach(([, type], i) => {
+    kernel.tensors.forEach(([name, type], i) =>
+      view.setUint32(4 * i, vecOffset(kernel, name, type, tensors[i]), true)
+    );
+    kernel.params.forEach(([name, type], i) => {
       const at = 4 * (tensors.length + i);
-      if (type === "u32") view.setUint32(at, params[i] >>> 0, true);
-      else view.setFloat32(at, params[i], true);
+      if (type === "u32") view.setUint32(at, params[name] >>> 0, true);
+      else view.setFloat32(at, params[name], true);
     });
     const p = pipeline(kernel);
-    const bindGroup = bindGroupFor(kernel.name, p, chunk.buffer, offset, bytes, tensors);
+    const bindGroup = bindGroups.get(
+      kernel.name,
+      p,
+      chunk.buffer,
+      offset,
+      bytes,
+      tensors.map((t) => storage(t).buffer),
+    );
     encoder ??= device.createCommandEncoder();
     if (profile) {
       querySet ??= device.createQuerySet({ type: "timestamp", count: 2 * PROFILE_CAPACITY });
@@ -399,12 +415,7 @@ export function createWebGpuBackend(
     if (!encoder) return;
     pass?.end();
     pass = null;
-    for (let i = 0; i <= chunkIndex && i < chunks.length; i++) {
-      const c = chunks[i];
-      if (c.used > 0) device.queue.writeBuffer(c.buffer, 0, c.staging, 0, c.used);
-      c.used = 0;
-    }
-    chunkIndex = 0;
+    uniforms.flush();
     let readTimings: (() => Promise<KernelTiming[]>) | null = null;
     if (profile && querySet && profiled.length > 0) {
       const count = 2 * Math.min(profiled.length, PROFILE_CAPACITY);
@@ -435,7 +446,7 @@ export function createWebGpuBackend(
     counts.submits++;
     encoder = null;
     if (readTimings) pendingTimings.push(readTimings());
-    for (const s of scratch) release(s);
+    for (const s of scratch) pool.release(s);
     scratch = [];
     for (const b of oneShot) b.destroy();
     oneShot = [];
@@ -450,91 +461,36 @@ export function createWebGpuBackend(
       }),
     ]);
 
-  // ---- ops -----------------------------------------------------------------------------------
+  /** What the op launchers (`wgsl/*.ts`) record through. */
+  const recorder: Recorder = {
+    run,
+    scratch: scratchTensor,
+    host: hostTensor,
+    none,
+    view: (t, offset, length) => backend.view(t, offset, length),
+  };
 
-  const elementwise = (kernel: Kernel, tensors: Tensor[], n: number, ...params: number[]) => {
-    if (n > 0) run(kernel, tensors, [n, ...params], Math.ceil(n / WG));
-  };
-  /**
-   * Records an elementwise kernel over `n` elements: its vec4 form (four a thread) when every
-   * elementwise tensor's offset is a multiple of 4, else one element a thread. `extra` tensors
-   * (bound after them) are read as they are.
-   */
-  const elementwiseWide = (
-    kernel: (vec4: boolean) => Kernel,
-    tensors: Tensor[],
-    extra: Tensor[],
-    n: number,
-    ...params: number[]
-  ) => {
-    if (n === 0) return;
-    const vec4 = tensors.every((t) => t.offset % 4 === 0);
-    const threads = vec4 ? Math.floor(n / 4) + 1 : n;
-    run(kernel(vec4), [...tensors, ...extra], [n, ...params], Math.ceil(threads / WG));
-  };
+  /** Zeroes a fresh-from-the-pool buffer, whole, as u32 words. */
   const zero = (s: GpuStorage) =>
-    run(
+    runElementwise(
+      recorder,
       fillKernel("u32"),
-      [{ storage: s, offset: 0, length: s.bytes / 4, dtype: "u32" }],
-      [s.bytes / 4, 0],
-      Math.ceil(s.bytes / 4 / WG),
+      { t: { storage: s, offset: 0, length: s.bytes / 4, dtype: "u32" } },
+      { n: s.bytes / 4, value: 0 },
     );
 
-  /** Records `out[0] = reduce(inp)`: partial sums per workgroup, then one workgroup over those. */
-  const reduce = (out: Tensor, inp: Tensor, squares: boolean, finish: 0 | 1 | 2) => {
-    const n = inp.length, groups = reduceGroups(n), chunk = Math.ceil(n / groups);
-    const partial = scratchTensor(groups);
-    run(reducePartialKernel(), [partial, inp], [n, chunk, squares ? 1 : 0], [groups, 1, 1]);
-    run(reduceFinalKernel(), [out, partial], [groups, finish, n], [1, 1, 1]);
-  };
+  // ---- matmul tiles: forced, autotuned, or the heuristic ----------------------------------------
 
   /** Records one matmul, with `tile` or else the tuned (or heuristic) tile of its shape class. */
-  const recordMatmul = (out: Tensor, a: Tensor, b: Tensor, o: MatmulOptions, tile?: MatmulTile) => {
-    const { m, n, k } = o;
-    const batch = o.batch ?? { count: 1, strideA: 0, strideB: 0, strideOut: 0 };
-    checkTensor("matmul", "out", out, (batch.count - 1) * batch.strideOut + m * n);
-    checkTensor("matmul", "a", a, (batch.count - 1) * batch.strideA + m * k, a.dtype);
-    checkTensor("matmul", "b", b, (batch.count - 1) * batch.strideB + k * n, b.dtype);
-    if (a.dtype === "u32" || b.dtype === "u32") throw new Error("matmul: operands must be f32 or f16");
-    // vec4 loads need the operand's contiguous dimension, offset and batch stride in multiples of 4.
-    const vecA = a.offset % 4 === 0 && (o.transA ? m : k) % 4 === 0 && batch.strideA % 4 === 0;
-    const vecB = b.offset % 4 === 0 && (o.transB ? k : n) % 4 === 0 && batch.strideB % 4 === 0;
-    const shape: TuneShape = {
-      m,
-      n,
-      k,
-      batch: batch.count,
-      transA: o.transA === true,
-      transB: o.transB === true,
-      typeA: a.dtype as "f32" | "f16",
-      typeB: b.dtype as "f32" | "f16",
-    };
-    const tiles = TILE_CANDIDATES[tile ?? forcedTile ?? tuner.pick(shape) ?? matmulTiles(m, n, batch.count)];
-    const kernel = matmulKernel({
-      ...tiles,
-      transA: o.transA === true,
-      transB: o.transB === true,
-      vecA,
-      vecB,
-      typeA: a.dtype as "f32" | "f16",
-      typeB: b.dtype as "f32" | "f16",
-    });
-    run(
-      kernel,
-      [out, a, b, o.bias ?? none("f32")],
-      [
-        m,
-        n,
-        k,
-        vecA ? batch.strideA / 4 : batch.strideA,
-        vecB ? batch.strideB / 4 : batch.strideB,
-        batch.strideOut,
-        o.bias ? 1 : 0,
-        o.accumulate ? 1 : 0,
-      ],
-      [Math.ceil(n / tiles.BN), Math.ceil(m / tiles.BM), batch.count],
+  const matmulWith = (out: Tensor, a: Tensor, b: Tensor, o: MatmulOptions, tile?: MatmulTile) =>
+    recordMatmul(
+      recorder,
+      out,
+      a,
+      b,
+      o,
+      (shape) => tile ?? forcedTile ?? tuner.pick(shape) ?? matmulTiles(shape.m, shape.n, shape.batch),
     );
-  };
 
   /** Time of `tile` on `shape` in ms: GPU time by timestamps where the device has them, else wall time. */
   const timeTile = async (shape: TuneShape, tile: MatmulTile): Promise<number> => {
@@ -551,7 +507,7 @@ export function createWebGpuBackend(
       transB: shape.transB,
       batch: batch > 1 ? { count: batch, strideA: m * k, strideB: k * n, strideOut: m * n } : undefined,
     };
-    recordMatmul(out, a, b, opts, tile); // warm-up: compiles the pipeline
+    matmulWith(out, a, b, opts, tile); // warm-up: compiles the pipeline
     await backend.finish();
     // Enough repeats for ~1 ms even on a big GPU (wall time also pays one queue round trip).
     const reps = Math.max(1, Math.min(20, Math.ceil(4e10 / (2 * batch * m * n * k))));
@@ -567,7 +523,7 @@ export function createWebGpuBackend(
         usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
       });
       timestampWrites = { querySet, beginningOfPassWriteIndex: 0, endOfPassWriteIndex: 1 };
-      for (let i = 0; i < reps; i++) recordMatmul(out, a, b, opts, tile);
+      for (let i = 0; i < reps; i++) matmulWith(out, a, b, opts, tile);
       timestampWrites = null;
       pass?.end();
       pass = null;
@@ -581,7 +537,7 @@ export function createWebGpuBackend(
       querySet.destroy();
     } else {
       const start = performance.now();
-      for (let i = 0; i < reps; i++) recordMatmul(out, a, b, opts, tile);
+      for (let i = 0; i < reps; i++) matmulWith(out, a, b, opts, tile);
       await backend.finish();
       ms = (performance.now() - start) / reps;
     }
@@ -606,7 +562,7 @@ export function createWebGpuBackend(
       if (dtype === "f16" && !hasF16) {
         throw new Error("kiln: this WebGPU device has no shader-f16 (f16 tensors)");
       }
-      const [s, fresh] = take(Math.max(4, length * BYTES[dtype]));
+      const [s, fresh] = pool.take(Math.max(4, length * BYTES[dtype]));
       if (!fresh) zero(s);
       return { storage: s, offset: 0, length, dtype };
     },
@@ -623,7 +579,7 @@ export function createWebGpuBackend(
         // writeBuffer needs 4-byte alignment, which f16 views need not have: convert on the device.
         const staged = scratchTensor(host.length);
         backend.upload(staged, host);
-        elementwise(copyKernel("f16", "f32"), [t, staged], host.length);
+        runElementwise(recorder, copyKernel("f16", "f32"), { dst: t, src: staged }, { n: host.length });
         return;
       }
       submit(); // writeBuffer runs at queue time: first send what was recorded before this upload
@@ -674,7 +630,7 @@ export function createWebGpuBackend(
     },
     free(t) {
       if (t.offset !== 0) throw new Error("free: pass the tensor alloc returned, not a view");
-      release(storage(t));
+      pool.release(storage(t));
     },
     submit,
     async finish() {
@@ -683,8 +639,7 @@ export function createWebGpuBackend(
       alive();
     },
     destroy() {
-      for (const list of pool.values()) for (const b of list) b.destroy();
-      pool.clear();
+      pool.destroy();
       device.destroy();
     },
     stats: () => ({ pipelines: pipelines.size, compileMs, dispatches }),
@@ -695,196 +650,15 @@ export function createWebGpuBackend(
       return all.flat();
     },
 
-    fill(t, value) {
-      if (t.dtype === "f32") elementwiseWide(fillF32Kernel, [t], [], t.length, value);
-      else elementwise(fillKernel(t.dtype), [t], t.length, value);
+    matmul(out, a, b, o) {
+      matmulWith(out, a, b, o);
     },
-    copy(dst, src) {
-      checkTensor("copy", "src", src, dst.length, src.dtype);
-      if (dst.dtype === "f32" && src.dtype === "f32") {
-        elementwiseWide(copyF32Kernel, [dst, src], [], dst.length);
-      } else elementwise(copyKernel(dst.dtype, src.dtype), [dst, src], dst.length);
-    },
-    scale(out, inp, alpha) {
-      elementwiseWide(scaleKernel, [out, inp], [], out.length, alpha);
-    },
-    add(out, a, b) {
-      elementwiseWide(addKernel, [out, a, b], [], out.length);
-    },
-    geluForward(out, inp) {
-      elementwiseWide(geluForwardKernel, [out, inp], [], out.length);
-    },
-    geluBackward(dinp, inp, dout) {
-      elementwiseWide(geluBackwardKernel, [dinp, inp, dout], [], dinp.length);
-    },
-
-    matmul(out, a, b, o: MatmulOptions) {
-      recordMatmul(out, a, b, o);
-    },
-
-    layernormForward(out, mean, rstd, inp, weight, bias, { rows, C, eps = 1e-5 }) {
-      const vec4 = C % 4 === 0 && [out, inp, weight, bias].every((t) => t.offset % 4 === 0);
-      run(layernormForwardKernel(vec4), [out, mean, rstd, inp, weight, bias], [rows, C, eps], rows);
-    },
-    layernormBackward(dinp, dweight, dbias, dout, inp, weight, mean, rstd, { rows, C }) {
-      const blocks = Math.ceil(rows / LN_BACKWARD_ROWS);
-      const partial = scratchTensor(blocks * 2 * C);
-      const vec4 = C % 4 === 0 && [dinp, dout, inp, weight].every((t) => t.offset % 4 === 0);
-      run(layernormBackwardKernel(vec4), [dinp, partial, dout, inp, weight, mean, rstd], [rows, C], blocks);
-      run(layernormBackwardReduceKernel(), [dweight, dbias, partial], [blocks, C], Math.ceil(C / WG));
-    },
-
-    attentionForward(out, lse, qkv, opts) {
-      const { B, T, C, NH } = opts, hs = checkAttention(opts);
-      run(
-        attentionForwardKernel(hs),
-        [out, lse, qkv, opts.segments ?? none("u32")],
-        [T, C, NH, 1 / Math.sqrt(hs), opts.segments ? 1 : 0],
-        [Math.ceil(T / ATTN_ROWS), B * NH, 1],
-      );
-    },
-    attentionDecode(out, qkv, opts) {
-      const hs = checkAttentionDecode(out, qkv, opts);
-      const { C, NH, T } = opts, B = opts.B ?? 1;
-      if (NH > MAX_GROUPS || B > MAX_GROUPS) {
-        throw new Error(`attentionDecode: B (${B}) and NH (${NH}) must be at most ${MAX_GROUPS}`);
-      }
-      const { lengths, append } = opts;
-      run(
-        attentionDecodeKernel(hs),
-        [out, qkv, lengths ?? none("u32"), append ?? none("f32")],
-        [T, opts.Tmax ?? T, C, 1 / Math.sqrt(hs), lengths ? 1 : 0, append ? 1 : 0],
-        [NH, B, 1],
-      );
-    },
-    attentionBackward(dqkv, dout, qkv, out, lse, opts) {
-      const { B, T, C, NH } = opts, hs = checkAttention(opts);
-      const D = scratchTensor(B * NH * T);
-      run(
-        attentionRowDotKernel(hs),
-        [D, dout, out],
-        [B * NH * T, T, C, NH],
-        Math.ceil(B * NH * T / ATTN_ROWS),
-      );
-      const tensors = [dqkv, dout, qkv, lse, D, opts.segments ?? none("u32")];
-      const params = [T, C, NH, 1 / Math.sqrt(hs), opts.segments ? 1 : 0];
-      const groups: [number, number, number] = [Math.ceil(T / ATTN_ROWS), B * NH, 1];
-      run(attentionBackwardQueryKernel(hs), tensors, params, groups);
-      run(attentionBackwardKeyKernel(hs), tensors, params, groups);
-    },
-
-    crossEntropy(losses, logits, targets, o: CrossEntropyOptions) {
-      const { rows, V } = o, Vp = o.Vp ?? V;
-      checkTensor("crossEntropy", "logits", logits, rows * Vp);
-      checkTensor("crossEntropy", "targets", targets, rows, "u32");
-      let norm = none("f32");
-      const fromMask = o.mask !== undefined && o.normalize !== "count";
-      if (fromMask) {
-        norm = scratchTensor(1);
-        reduce(norm, backend.view(o.mask!, 0, rows), false, 0);
-      }
-      run(
-        crossEntropyKernel(),
-        [losses, logits, targets, o.mask ?? none("f32"), norm],
-        [rows, V, Vp, o.mask ? 1 : 0, fromMask ? 1 : 0, rows, o.gradScale ?? 1],
-        rows,
-      );
-    },
-
-    encoderForward(out, tokens, wte, wpe, { B, T, C, positions }) {
-      if (positions) checkTensor("encoderForward", "positions", positions, B * T, "u32");
-      elementwise(
-        encoderForwardKernel(),
-        [out, tokens, wte, wpe, positions ?? none("u32")],
-        B * T * C,
-        T,
-        C,
-        positions ? 1 : 0,
-      );
-    },
-    encoderBackward(dwte, dwpe, dout, tokens, { B, T, C, hostPositions }) {
-      // Rows bucketed by position, like dwte's by token (checked before anything is recorded).
-      let byPosition: TokenBuckets | null = null;
-      if (hostPositions) {
-        if (hostPositions.length < B * T) {
-          throw new Error(
-            `encoderBackward: hostPositions has ${hostPositions.length} entries, needs ${B * T}`,
-          );
-        }
-        byPosition = tokenBuckets(hostPositions.subarray(0, B * T));
-        const last = byPosition.data[byPosition.count - 1]; // buckets are sorted: the largest position
-        if ((last + 1) * C > dwpe.length) {
-          throw new Error(`encoderBackward: position ${last} is outside wpe (${dwpe.length / C} rows)`);
-        }
-      }
-      const bucketed = (grad: Tensor, { count, data }: TokenBuckets) =>
-        elementwise(encoderBackwardTokenKernel(), [grad, dout, hostTensor(data)], count * C, count, C);
-      bucketed(dwte, tokenBuckets(tokens.subarray(0, B * T)));
-      if (byPosition) bucketed(dwpe, byPosition);
-      else elementwise(encoderBackwardPositionKernel(), [dwpe, dout], T * C, B);
-    },
-
-    adamw(params, grads, m, v, o: AdamWOptions) {
-      const n = params.length;
-      const [decayStart, decayEnd] = o.decayRange ?? [0, n];
-      elementwiseWide(
-        adamwKernel,
-        [params, grads, m, v],
-        [o.gradScale ?? none("f32")],
-        n,
-        o.lr,
-        o.beta1,
-        o.beta2,
-        o.eps,
-        o.weightDecay,
-        1 - o.beta1 ** o.step,
-        1 - o.beta2 ** o.step,
-        decayStart,
-        decayEnd,
-        o.gradScale ? 1 : 0,
-      );
-    },
-    globalNorm(out, inp) {
-      reduce(out, inp, true, 2);
-    },
-    clipScale(out, norm, maxNorm) {
-      run(clipScaleKernel(), [out, norm], [maxNorm], [1, 1, 1]);
-    },
-    sum(out, inp, opts = {}) {
-      reduce(out, inp, false, opts.mean ? 1 : 0);
-    },
-    sumRows(out, inp, { rows, cols, accumulate }) {
-      checkTensor("sumRows", "inp", inp, rows * cols);
-      checkTensor("sumRows", "out", out, cols);
-      if (rows <= SUM_ROWS_BLOCK) {
-        return elementwise(sumRowsKernel(), [out, inp], cols, rows, accumulate ? 1 : 0);
-      }
-      // Two passes (blocks of rows, then the blocks in order): a fixed order, so still deterministic.
-      const blocks = Math.ceil(rows / SUM_ROWS_BLOCK), partial = scratchTensor(blocks * cols);
-      elementwise(sumRowsPartialKernel(), [partial, inp], blocks * cols, rows, cols);
-      elementwise(sumRowsKernel(), [out, partial], cols, blocks, accumulate ? 1 : 0);
-    },
-
-    sample(tokens, logits, o: SampleOptions) {
-      const Vp = o.Vp ?? o.V;
-      if (!(o.temperature > 0)) throw new Error("sample: temperature must be > 0 (use argmax for greedy)");
-      run(
-        sampleKernel(),
-        [tokens, logits],
-        [o.rows, o.V, Vp, o.temperature, o.topK ?? 0, o.topP ?? 1, o.seed, o.step],
-        o.rows,
-      );
-    },
-    argmax(tokens, logits, { rows, V, Vp = V }) {
-      run(argmaxKernel(), [tokens, logits], [rows, V, Vp], rows);
-    },
-    logSoftmaxGather(out, logits, tokens, { rows, V, Vp = V, temperature = 1 }) {
-      run(logSoftmaxGatherKernel(), [out, logits, tokens], [rows, V, Vp, temperature], rows);
-    },
-    entropy(out, logits, { rows, V, Vp = V, temperature = 1 }) {
-      checkEntropy(out, logits, rows, V, Vp, temperature);
-      run(entropyKernel(), [out, logits], [rows, V, Vp, temperature], rows);
-    },
+    ...elementwiseOps(recorder),
+    ...layernormOps(recorder),
+    ...attentionOps(recorder),
+    ...logitsOps(recorder),
+    ...encoderOps(recorder),
+    ...optimizerOps(recorder),
   };
   return backend;
 }
@@ -896,14 +670,12 @@ function grid(groups: number): [number, number, number] {
 }
 
 /** A tensor's offset in units of its binding's element (vec4 bindings count vec4s). */
-function vecOffset(type: string, t: Tensor): number {
+function vecOffset(kernel: Kernel, name: string, type: string, t: Tensor): number {
   if (!type.startsWith("vec4")) return t.offset;
-  if (t.offset % 4 !== 0) throw new Error(`internal: vec4 binding of an offset not a multiple of 4`);
+  if (t.offset % 4 !== 0) {
+    throw new Error(
+      `kiln: kernel "${kernel.name}": binding "${name}" is ${type}, its offset ${t.offset} is not a multiple of 4`,
+    );
+  }
   return t.offset / 4;
-}
-
-function checkAttention({ C, NH }: AttentionOptions): number {
-  const hs = C / NH;
-  if (!Number.isInteger(hs)) throw new Error(`attention: C (${C}) must be a multiple of NH (${NH})`);
-  return hs;
 }

@@ -7,9 +7,10 @@
  * ops, a little looser where long sums are reordered (matmul, attention, reductions).
  * Skipped, with a message, where there is no WebGPU adapter or `KILN_BACKEND=cpu`.
  */
-import { deepStrictEqual, ok } from "node:assert";
+import { deepStrictEqual, ok, throws } from "node:assert";
 import type { Backend, Tensor } from "../kernels/backend.ts";
 import { createCpuBackend } from "../kernels/cpu.ts";
+import type { WebGpuBackend } from "../kernels/webgpu.ts";
 import { assertClose, randomFloats, randomInts, rng, webgpuForTests } from "./kernels_fixtures.ts";
 
 const found = await webgpuForTests();
@@ -447,4 +448,17 @@ test("a step recorded again (cached bind groups) reads the new data, also in reu
   const c = be.alloc(4), out2 = be.alloc(4); // c: a's buffer again, bound where b was
   be.upload(c, [1, 1, 1, 1]);
   deepStrictEqual(await step(b, c, out2, [0, 1, 2, 3]), [2, 4, 6, 8]);
+});
+
+test("a short binding is an error naming kernel and binding, and records nothing", async () => {
+  const be = gpu as WebGpuBackend;
+  const logits = be.alloc(4 * 8), tokens = be.alloc(2, "u32");
+  const before = be.counts().dispatches;
+  throws(
+    () => be.argmax(tokens, logits, { rows: 4, V: 8 }),
+    { message: 'kiln: kernel "argmax": binding "tokens" has 2 elements, the dispatch needs 4' },
+  );
+  deepStrictEqual(be.counts().dispatches, before);
+  be.argmax(tokens, logits, { rows: 2, V: 8 }); // the backend is still usable
+  deepStrictEqual([...(await be.download(tokens))[0]], [0, 0]);
 });

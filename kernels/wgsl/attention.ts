@@ -12,9 +12,18 @@
  *
  * Generation: single-query decode against a key/value cache, optionally appending each sequence's
  * new q/k/v row to its cache first.
+ *
+ * Kernels first, then their launchers and shape checks ({@linkcode attentionOps}).
  * @module
  */
-import { memo } from "./kernel.ts";
+import {
+  type AttentionOptions,
+  type Backend,
+  checkAttentionDecode,
+  checkTensor,
+  type Tensor,
+} from "../backend.ts";
+import { memo, type Recorder } from "./kernel.ts";
 
 /** Query (or key) rows a workgroup owns: one a thread. */
 export const ATTN_ROWS = 64;
@@ -392,3 +401,84 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
   }
 }`,
 }));
+
+/** Workgroups a grid dimension holds. */
+const MAX_GROUPS = 65535;
+
+/** Checks the tensors of a training-time attention op; returns the head size. */
+function checkAttention(
+  op: string,
+  { B, T, C, NH, segments }: AttentionOptions,
+  tensors: Record<string, [Tensor, number]>,
+): number {
+  const hs = C / NH;
+  if (!Number.isInteger(hs)) throw new Error(`attention: C (${C}) must be a multiple of NH (${NH})`);
+  for (const [name, [t, need]] of Object.entries(tensors)) checkTensor(op, name, t, need);
+  if (segments) checkTensor(op, "segments", segments, B * T, "u32");
+  return hs;
+}
+
+/** Attention's ops of {@linkcode Backend}, recorded through `gpu`. */
+export function attentionOps(
+  gpu: Recorder,
+): Pick<Backend, "attentionForward" | "attentionDecode" | "attentionBackward"> {
+  return {
+    attentionForward(out, lse, qkv, opts) {
+      const { B, T, C, NH } = opts;
+      const hs = checkAttention("attentionForward", opts, {
+        out: [out, B * T * C],
+        lse: [lse, B * NH * T],
+        qkv: [qkv, B * T * 3 * C],
+      });
+      gpu.run(
+        attentionForwardKernel(hs),
+        { out, lse, qkv, segments: opts.segments ?? gpu.none("u32") },
+        { T, C, NH, scale: 1 / Math.sqrt(hs), has_segments: opts.segments ? 1 : 0 },
+        [Math.ceil(T / ATTN_ROWS), B * NH, 1],
+      );
+    },
+    attentionDecode(out, qkv, opts) {
+      const hs = checkAttentionDecode(out, qkv, opts);
+      const { C, NH, T } = opts, B = opts.B ?? 1;
+      if (NH > MAX_GROUPS || B > MAX_GROUPS) {
+        throw new Error(`attentionDecode: B (${B}) and NH (${NH}) must be at most ${MAX_GROUPS}`);
+      }
+      const { lengths, append } = opts;
+      gpu.run(
+        attentionDecodeKernel(hs),
+        { out, qkv, lengths: lengths ?? gpu.none("u32"), append: append ?? gpu.none("f32") },
+        {
+          T,
+          Tmax: opts.Tmax ?? T,
+          C,
+          scale: 1 / Math.sqrt(hs),
+          hasLengths: lengths ? 1 : 0,
+          hasAppend: append ? 1 : 0,
+        },
+        [NH, B, 1],
+      );
+    },
+    attentionBackward(dqkv, dout, qkv, out, lse, opts) {
+      const { B, T, C, NH } = opts;
+      const hs = checkAttention("attentionBackward", opts, {
+        dqkv: [dqkv, B * T * 3 * C],
+        dout: [dout, B * T * C],
+        qkv: [qkv, B * T * 3 * C],
+        out: [out, B * T * C],
+        lse: [lse, B * NH * T],
+      });
+      const D = gpu.scratch(B * NH * T);
+      gpu.run(
+        attentionRowDotKernel(hs),
+        { D, dout, out },
+        { rows: B * NH * T, T, C, NH },
+        Math.ceil(B * NH * T / ATTN_ROWS),
+      );
+      const tensors = { dqkv, dout, qkv, lse, D, segments: opts.segments ?? gpu.none("u32") };
+      const params = { T, C, NH, scale: 1 / Math.sqrt(hs), has_segments: opts.segments ? 1 : 0 };
+      const groups: [number, number, number] = [Math.ceil(T / ATTN_ROWS), B * NH, 1];
+      gpu.run(attentionBackwardQueryKernel(hs), tensors, params, groups);
+      gpu.run(attentionBackwardKeyKernel(hs), tensors, params, groups);
+    },
+  };
+}

@@ -2,9 +2,20 @@
  * Elementwise kernels: fill, copy (with f32 ↔ f16 conversion), scale, residual add, GELU.
  * One thread an element over a two-dimensional grid of 256-thread workgroups; the f32 ones also in a
  * vec4 form (four elements a thread) for views at offsets that are multiples of 4 (`mapKernel`).
+ * Kernels first, then their launchers ({@linkcode elementwiseOps}).
  * @module
  */
-import { type BindingType, mapKernel, memo, WG } from "./kernel.ts";
+import { type Backend, checkTensor } from "../backend.ts";
+import {
+  type BindingType,
+  type Kernel,
+  mapKernel,
+  memo,
+  type Recorder,
+  runElementwise,
+  runMap,
+  WG,
+} from "./kernel.ts";
 
 const INDEX = `
 @compute @workgroup_size(${WG})
@@ -14,11 +25,12 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
   if (i >= P.n) { return; }`;
 
 /** `t[i] = value` (u32 fills take the value's bits: used to zero any buffer). */
-export const fillKernel = memo((dtype: "u32" | "f16") => ({
+export const fillKernel = memo((dtype: "u32" | "f16"): Kernel => ({
   name: `fill_${dtype}`,
   tensors: [["t", dtype]],
   params: [["n", "u32"], ["value", dtype === "u32" ? "u32" : "f32"]],
   code: `${INDEX}\n  t[P.t + i] = ${dtype}(P.value);\n}`,
+  sizes: (p) => ({ t: p.n }),
 }));
 
 /** `t[i] = value` for f32 (vec4 form where aligned): e.g. zeroing a whole gradient buffer a step. */
@@ -32,11 +44,12 @@ export const fillF32Kernel = memo((vec4: boolean) =>
 );
 
 /** `dst[i] = src[i]`, converting between f32 and f16. */
-export const copyKernel = memo((dst: BindingType, src: BindingType) => ({
+export const copyKernel = memo((dst: BindingType, src: BindingType): Kernel => ({
   name: `copy_${dst}_${src}`,
   tensors: [["dst", dst], ["src", src]],
   params: [["n", "u32"]],
   code: `${INDEX}\n  dst[P.dst + i] = ${dst}(src[P.src + i]);\n}`,
+  sizes: (p) => ({ dst: p.n, src: p.n }),
 }));
 
 /** `dst[i] = src[i]` for f32 (vec4 form where aligned). */
@@ -96,3 +109,33 @@ export const geluBackwardKernel = memo((vec4: boolean) =>
   ${v.at("dinp")} = grad * ${v.at("dout")};`,
   }, vec4)
 );
+
+/** The elementwise ops of {@linkcode Backend}, recorded through `gpu`. */
+export function elementwiseOps(
+  gpu: Recorder,
+): Pick<Backend, "fill" | "copy" | "scale" | "add" | "geluForward" | "geluBackward"> {
+  return {
+    fill(t, value) {
+      if (t.dtype === "f32") runMap(gpu, fillF32Kernel, { t }, {}, { n: t.length, value });
+      else runElementwise(gpu, fillKernel(t.dtype), { t }, { n: t.length, value });
+    },
+    copy(dst, src) {
+      checkTensor("copy", "src", src, dst.length, src.dtype);
+      if (dst.dtype === "f32" && src.dtype === "f32") {
+        runMap(gpu, copyF32Kernel, { dst, src }, {}, { n: dst.length });
+      } else runElementwise(gpu, copyKernel(dst.dtype, src.dtype), { dst, src }, { n: dst.length });
+    },
+    scale(out, inp, alpha) {
+      runMap(gpu, scaleKernel, { out, inp }, {}, { n: out.length, alpha });
+    },
+    add(out, a, b) {
+      runMap(gpu, addKernel, { out, a, b }, {}, { n: out.length });
+    },
+    geluForward(out, inp) {
+      runMap(gpu, geluForwardKernel, { out, inp }, {}, { n: out.length });
+    },
+    geluBackward(dinp, inp, dout) {
+      runMap(gpu, geluBackwardKernel, { dinp, inp, dout }, {}, { n: dinp.length });
+    },
+  };
+}

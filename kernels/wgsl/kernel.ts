@@ -7,8 +7,13 @@
  * Every binding is `read_write` because several views of one buffer (a flat activation or parameter
  * buffer) may be bound to one dispatch, and WebGPU only lets a buffer be bound twice when every
  * binding has the same (writable) usage.
+ *
+ * A launcher passes tensors and parameters by name; {@linkcode checkDispatch} checks them against the
+ * declaration (names, element types and, where the kernel declares `sizes`, lengths) before anything
+ * is recorded, so a mis-named, missing, extra or short binding is an error naming kernel and binding.
  * @module
  */
+import type { DType, Tensor } from "../backend.ts";
 
 /** WGSL element type of a tensor binding. */
 export type BindingType = "f32" | "u32" | "f16" | "vec4<f32>" | "vec4<f16>";
@@ -23,6 +28,103 @@ export interface Kernel {
   params: Array<[name: string, type: "u32" | "f32"]>;
   /** Helper functions and `@compute fn main`. */
   code: string;
+  /**
+   * Elements each binding needs for one dispatch, from its parameters (a binding left out, or given
+   * 0, is not checked: e.g. an optional binding whose flag is off).
+   */
+  sizes?: (p: Params) => Record<string, number>;
+}
+
+/** A dispatch's tensors, by binding name. */
+export type Bindings = Record<string, Tensor>;
+/** A dispatch's scalar parameters, by name. */
+export type Params = Record<string, number>;
+
+/** The tensor dtype a binding of this WGSL element type takes. */
+function bindingDType(type: BindingType): DType {
+  return type.includes("f16") ? "f16" : type === "u32" ? "u32" : "f32";
+}
+
+/**
+ * Checks a dispatch's tensors and parameters against the kernel's declaration: every declared
+ * binding and parameter given, nothing undeclared, dtypes matching, lengths at least `sizes`.
+ * Throws an error naming the kernel and the binding.
+ */
+export function checkDispatch(k: Kernel, tensors: Bindings, params: Params): void {
+  const fail = (detail: string): never => {
+    throw new Error(`kiln: kernel "${k.name}": ${detail}`);
+  };
+  const names = k.tensors.map(([n]) => n), paramNames = k.params.map(([n]) => n);
+  for (const [name, type] of k.tensors) {
+    const t = tensors[name];
+    if (t === undefined) fail(`binding "${name}" is missing (it binds ${names.join(", ")})`);
+    if (t.dtype !== bindingDType(type)) fail(`binding "${name}" is a ${t.dtype} tensor, declared ${type}`);
+  }
+  for (const name in tensors) {
+    if (!names.includes(name)) fail(`binding "${name}" is not declared (it binds ${names.join(", ")})`);
+  }
+  for (const name of paramNames) {
+    if (typeof params[name] !== "number") {
+      fail(`parameter "${name}" is missing (it takes ${paramNames.join(", ")})`);
+    }
+  }
+  for (const name in params) {
+    if (!paramNames.includes(name)) {
+      fail(`parameter "${name}" is not declared (it takes ${paramNames.join(", ")})`);
+    }
+  }
+  if (!k.sizes) return;
+  for (const [name, needed] of Object.entries(k.sizes(params))) {
+    if (!names.includes(name)) fail(`sizes names binding "${name}", which is not declared`);
+    if (tensors[name].length < needed) {
+      fail(`binding "${name}" has ${tensors[name].length} elements, the dispatch needs ${needed}`);
+    }
+  }
+}
+
+/**
+ * What an op's launcher records through: the device runtime of `webgpu.ts` (buffers, uniforms,
+ * bind groups, the command encoder).
+ */
+export interface Recorder {
+  /**
+   * Records one dispatch of `kernel` on `groups` workgroups (a count, or an explicit x, y, z), its
+   * tensors and parameters by name, checked by {@linkcode checkDispatch}. Tensors are bound whole;
+   * their offsets go in the uniform.
+   */
+  run(kernel: Kernel, tensors: Bindings, params: Params, groups: number | [number, number, number]): void;
+  /** A scratch tensor for the current step (contents undefined until written). */
+  scratch(length: number, dtype?: DType): Tensor;
+  /** A u32 tensor holding host data for the current step, recorded without a submit. */
+  host(data: Uint32Array): Tensor;
+  /** A placeholder bound where an optional tensor is absent (its flag parameter says so). */
+  none(dtype: DType): Tensor;
+  /** A view of `length` elements of `t` from `offset`. */
+  view(t: Tensor, offset: number, length: number): Tensor;
+}
+
+/** Records a one-element-a-thread kernel over `params.n` elements (nothing when n is 0). */
+export function runElementwise(gpu: Recorder, kernel: Kernel, tensors: Bindings, params: Params): void {
+  if (params.n > 0) gpu.run(kernel, tensors, params, Math.ceil(params.n / WG));
+}
+
+/**
+ * Records a {@linkcode mapKernel} over `params.n` elements: its vec4 form (four a thread) when every
+ * elementwise tensor's offset is a multiple of 4, else one element a thread. `extra` tensors are
+ * bound as they are.
+ */
+export function runMap(
+  gpu: Recorder,
+  kernel: (vec4: boolean) => Kernel,
+  tensors: Bindings,
+  extra: Bindings,
+  params: Params,
+): void {
+  const n = params.n;
+  if (n === 0) return;
+  const vec4 = Object.values(tensors).every((t) => t.offset % 4 === 0);
+  const threads = vec4 ? Math.floor(n / 4) + 1 : n;
+  gpu.run(kernel(vec4), { ...tensors, ...extra }, params, Math.ceil(threads / WG));
 }
 
 /** Threads per workgroup of the one-dimensional kernels. */
@@ -110,6 +212,8 @@ export interface MapSpec {
   tensors: string[];
   /** Other bindings, read as they are (e.g. a one-element scale factor). */
   extra?: Array<[string, BindingType]>;
+  /** Elements the `extra` bindings need (see {@linkcode Kernel.sizes}); every other tensor needs n. */
+  extraSizes?: (p: Params) => Record<string, number>;
   /** Scalar parameters, after `n`. */
   params?: Array<[string, "u32" | "f32"]>;
   /** WGSL statements computing this thread's element(s); values of type `T`, scalars splat. */
@@ -164,5 +268,9 @@ ${spec.body(element((t) => `${t}[P.${t} + i]`, "i"))}
     ],
     params: [["n", "u32"], ...spec.params ?? []],
     code,
+    sizes: (p) => ({
+      ...Object.fromEntries(spec.tensors.map((t) => [t, p.n])),
+      ...spec.extraSizes?.(p),
+    }),
   };
 }

@@ -2,9 +2,11 @@
  * LayerNorm forward (a workgroup a row) and backward (two passes: per block of rows, the input
  * gradient and partial weight/bias gradients; then a per-channel sum of the partials in block order,
  * deterministic where atomics would not be). Rows are read as vec4 where C and the offsets allow.
+ * Kernels first, then their launchers ({@linkcode layernormOps}).
  * @module
  */
-import { type Kernel, memo, REDUCE, WG } from "./kernel.ts";
+import type { Backend } from "../backend.ts";
+import { type Kernel, memo, type Recorder, REDUCE, WG } from "./kernel.ts";
 
 /** Rows a workgroup of the backward's first pass handles. */
 export const LN_BACKWARD_ROWS = 32;
@@ -26,6 +28,7 @@ export const layernormForwardKernel = memo((vec4: boolean): Kernel => {
     name: vec4 ? "layernorm_forward_vec4" : "layernorm_forward",
     tensors: [["out", T], ["mean", "f32"], ["rstd", "f32"], ["inp", T], ["weight", T], ["bias", T]],
     params: [["rows", "u32"], ["C", "u32"], ["eps", "f32"]],
+    sizes: ({ rows, C }) => ({ out: rows * C, mean: rows, rstd: rows, inp: rows * C, weight: C, bias: C }),
     code: `${REDUCE}
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
@@ -63,6 +66,15 @@ export const layernormBackwardKernel = memo((vec4: boolean): Kernel => {
       ["rstd", "f32"],
     ],
     params: [["rows", "u32"], ["C", "u32"]],
+    sizes: ({ rows, C }) => ({
+      dinp: rows * C,
+      partial: Math.ceil(rows / LN_BACKWARD_ROWS) * 2 * C,
+      dout: rows * C,
+      inp: rows * C,
+      weight: C,
+      mean: rows,
+      rstd: rows,
+    }),
     code: `${REDUCE}
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
@@ -107,10 +119,11 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
 });
 
 /** Pass 2: `dweight[c] += Σ_blocks`, `dbias[c] += Σ_blocks`, blocks in order. */
-export const layernormBackwardReduceKernel = memo(() => ({
+export const layernormBackwardReduceKernel = memo((): Kernel => ({
   name: "layernorm_backward_reduce",
   tensors: [["dweight", "f32"], ["dbias", "f32"], ["partial", "f32"]],
   params: [["blocks", "u32"], ["C", "u32"]],
+  sizes: ({ blocks, C }) => ({ dweight: C, dbias: C, partial: blocks * 2 * C }),
   code: `
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
@@ -127,3 +140,30 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
   dbias[P.dbias + c] += db;
 }`,
 }));
+
+/** LayerNorm's ops of {@linkcode Backend}, recorded through `gpu`. */
+export function layernormOps(gpu: Recorder): Pick<Backend, "layernormForward" | "layernormBackward"> {
+  return {
+    layernormForward(out, mean, rstd, inp, weight, bias, { rows, C, eps = 1e-5 }) {
+      const vec4 = C % 4 === 0 && [out, inp, weight, bias].every((t) => t.offset % 4 === 0);
+      gpu.run(
+        layernormForwardKernel(vec4),
+        { out, mean, rstd, inp, weight, bias },
+        { rows, C, eps },
+        rows,
+      );
+    },
+    layernormBackward(dinp, dweight, dbias, dout, inp, weight, mean, rstd, { rows, C }) {
+      const blocks = Math.ceil(rows / LN_BACKWARD_ROWS);
+      const partial = gpu.scratch(blocks * 2 * C);
+      const vec4 = C % 4 === 0 && [dinp, dout, inp, weight].every((t) => t.offset % 4 === 0);
+      gpu.run(
+        layernormBackwardKernel(vec4),
+        { dinp, partial, dout, inp, weight, mean, rstd },
+        { rows, C },
+        blocks,
+      );
+      gpu.run(layernormBackwardReduceKernel(), { dweight, dbias, partial }, { blocks, C }, Math.ceil(C / WG));
+    },
+  };
+}

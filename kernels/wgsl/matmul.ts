@@ -11,9 +11,14 @@
  * Global loads are vec4 where an operand's contiguous dimension, offset and batch stride are
  * multiples of 4, scalar otherwise; tiles past the matrix edge load zeros and stores are bounds
  * checked, so any shape is correct.
+ *
+ * The launcher ({@linkcode recordMatmul}) checks the operands and picks the variant; the tile shape
+ * comes from the runtime (forced, autotuned or {@linkcode matmulTiles}).
  * @module
  */
-import { type Kernel, memo } from "./kernel.ts";
+import type { TuneShape } from "../autotune.ts";
+import { checkTensor, type MatmulOptions, type Tensor } from "../backend.ts";
+import { type Kernel, memo, type Recorder } from "./kernel.ts";
 
 /** One generated matmul: tile sizes, operand layouts and load widths. */
 export interface MatmulVariant {
@@ -206,6 +211,7 @@ export const matmulKernel = memo((v: MatmulVariant): Kernel => {
       ["has_bias", "u32"],
       ["accumulate", "u32"],
     ],
+    sizes: ({ n, has_bias }) => ({ bias: has_bias ? n : 0 }),
     code: `
 var<workgroup> As: array<vec4<f32>, ${BK * BM4}>;
 var<workgroup> Bs: array<vec4<f32>, ${BK * BN4}>;
@@ -249,3 +255,61 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
 }`,
   };
 });
+
+/**
+ * Records `out (+)= op(a) · op(b) (+ bias)` ({@linkcode Backend.matmul}) with the tile shape `tile`
+ * picks for its shape class.
+ */
+export function recordMatmul(
+  gpu: Recorder,
+  out: Tensor,
+  a: Tensor,
+  b: Tensor,
+  o: MatmulOptions,
+  tile: (shape: TuneShape) => MatmulTile,
+): void {
+  const { m, n, k } = o;
+  const batch = o.batch ?? { count: 1, strideA: 0, strideB: 0, strideOut: 0 };
+  checkTensor("matmul", "out", out, (batch.count - 1) * batch.strideOut + m * n);
+  checkTensor("matmul", "a", a, (batch.count - 1) * batch.strideA + m * k, a.dtype);
+  checkTensor("matmul", "b", b, (batch.count - 1) * batch.strideB + k * n, b.dtype);
+  if (a.dtype === "u32" || b.dtype === "u32") throw new Error("matmul: operands must be f32 or f16");
+  // vec4 loads need the operand's contiguous dimension, offset and batch stride in multiples of 4.
+  const vecA = a.offset % 4 === 0 && (o.transA ? m : k) % 4 === 0 && batch.strideA % 4 === 0;
+  const vecB = b.offset % 4 === 0 && (o.transB ? k : n) % 4 === 0 && batch.strideB % 4 === 0;
+  const shape: TuneShape = {
+    m,
+    n,
+    k,
+    batch: batch.count,
+    transA: o.transA === true,
+    transB: o.transB === true,
+    typeA: a.dtype as "f32" | "f16",
+    typeB: b.dtype as "f32" | "f16",
+  };
+  const tiles = TILE_CANDIDATES[tile(shape)];
+  const kernel = matmulKernel({
+    ...tiles,
+    transA: o.transA === true,
+    transB: o.transB === true,
+    vecA,
+    vecB,
+    typeA: a.dtype as "f32" | "f16",
+    typeB: b.dtype as "f32" | "f16",
+  });
+  gpu.run(
+    kernel,
+    { out, a, b, bias: o.bias ?? gpu.none("f32") },
+    {
+      m,
+      n,
+      k,
+      stride_a: vecA ? batch.strideA / 4 : batch.strideA,
+      stride_b: vecB ? batch.strideB / 4 : batch.strideB,
+      stride_out: batch.strideOut,
+      has_bias: o.bias ? 1 : 0,
+      accumulate: o.accumulate ? 1 : 0,
+    },
+    [Math.ceil(n / tiles.BN), Math.ceil(m / tiles.BM), batch.count],
+  );
+}

@@ -1,10 +1,21 @@
 /**
  * Kernels over logits rows, a workgroup a row: softmax fused with cross-entropy (losses and dlogits
  * in place), sampling (temperature, top-k, top-p, counter-based RNG), argmax, log-softmax gather and
- * entropy.
+ * entropy. Kernels first, then their launchers and shape checks ({@linkcode logitsOps}).
  * @module
  */
-import { memo, REDUCE, WG } from "./kernel.ts";
+import {
+  type Backend,
+  checkEntropy,
+  checkTensor,
+  type CrossEntropyOptions,
+  type SampleOptions,
+} from "../backend.ts";
+import { type Kernel, memo, type Params, type Recorder, REDUCE, WG } from "./kernel.ts";
+import { reduce } from "./optimizer.ts";
+
+/** Elements `rows` logits rows of `V` values, `Vp` apart, span. */
+const rowsSpan = ({ rows, V, Vp }: Params) => rows > 0 ? (rows - 1) * Vp + V : 0;
 
 const ROW_MAIN = `
 @compute @workgroup_size(${WG})
@@ -36,7 +47,7 @@ fn softmax_stats(lid: u32, row: u32, temperature: f32) -> vec2<f32> {
  * scale is `grad_scale / norm[0]` when `norm_from_tensor` (the mask's sum, computed on the device)
  * or `grad_scale / norm_value`.
  */
-export const crossEntropyKernel = memo(() => ({
+export const crossEntropyKernel = memo((): Kernel => ({
   name: "cross_entropy",
   tensors: [["losses", "f32"], ["logits", "f32"], ["targets", "u32"], ["mask", "f32"], ["norm", "f32"]],
   params: [
@@ -48,6 +59,12 @@ export const crossEntropyKernel = memo(() => ({
     ["norm_value", "f32"],
     ["grad_scale", "f32"],
   ],
+  sizes: (p) => ({
+    losses: p.rows,
+    logits: rowsSpan(p),
+    targets: p.rows,
+    mask: p.has_mask ? p.rows : 0,
+  }),
   code: `${REDUCE}${SOFTMAX_STATS}${ROW_MAIN}
   let stats = softmax_stats(lid, row, 1.0);
   let mx = stats.x;
@@ -67,10 +84,11 @@ export const crossEntropyKernel = memo(() => ({
 }));
 
 /** Greedy decoding: the first index of the row's maximum. */
-export const argmaxKernel = memo(() => ({
+export const argmaxKernel = memo((): Kernel => ({
   name: "argmax",
   tensors: [["tokens", "u32"], ["logits", "f32"]],
   params: [["rows", "u32"], ["V", "u32"], ["Vp", "u32"]],
+  sizes: (p) => ({ tokens: p.rows, logits: rowsSpan(p) }),
   code: `
 var<workgroup> best_value: array<f32, ${WG}>;
 var<workgroup> best_index: array<u32, ${WG}>;${ROW_MAIN}
@@ -98,10 +116,11 @@ var<workgroup> best_index: array<u32, ${WG}>;${ROW_MAIN}
 }));
 
 /** `out[r] = x[token]/T - logsumexp(x/T)`. */
-export const logSoftmaxGatherKernel = memo(() => ({
+export const logSoftmaxGatherKernel = memo((): Kernel => ({
   name: "log_softmax_gather",
   tensors: [["out", "f32"], ["logits", "f32"], ["tokens", "u32"]],
   params: [["rows", "u32"], ["V", "u32"], ["Vp", "u32"], ["temperature", "f32"]],
+  sizes: (p) => ({ out: p.rows, logits: rowsSpan(p), tokens: p.rows }),
   code: `${REDUCE}${SOFTMAX_STATS}${ROW_MAIN}
   let stats = softmax_stats(lid, row, P.temperature);
   if (lid == 0u) {
@@ -117,10 +136,11 @@ export const logSoftmaxGatherKernel = memo(() => ({
  * when it grows (`Σe` by c = exp(m - m'), `Σe·(z - m)` to c·(it + (m - m')·Σe)), then the workgroup
  * combines them the same way.
  */
-export const entropyKernel = memo(() => ({
+export const entropyKernel = memo((): Kernel => ({
   name: "entropy",
   tensors: [["out", "f32"], ["logits", "f32"]],
   params: [["rows", "u32"], ["V", "u32"], ["Vp", "u32"], ["temperature", "f32"]],
+  sizes: (p) => ({ out: p.rows, logits: rowsSpan(p) }),
   code: `${REDUCE}${ROW_MAIN}
   var m = -3.0e38;
   var sum = 0.0;
@@ -154,7 +174,7 @@ export const entropyKernel = memo(() => ({
  * probability mass exceeds u: each thread sums a contiguous chunk, the chunk sums are scanned, and
  * the thread whose chunk holds u walks it.
  */
-export const sampleKernel = memo(() => ({
+export const sampleKernel = memo((): Kernel => ({
   name: "sample",
   tensors: [["tokens", "u32"], ["logits", "f32"]],
   params: [
@@ -167,6 +187,7 @@ export const sampleKernel = memo(() => ({
     ["seed", "u32"],
     ["step", "u32"],
   ],
+  sizes: (p) => ({ tokens: p.rows, logits: rowsSpan(p) }),
   code: `${REDUCE}
 var<workgroup> chunk_start: array<f32, ${WG + 1}>;
 var<workgroup> chosen: atomic<u32>;
@@ -257,3 +278,65 @@ ${ROW_MAIN}
   }
 }`,
 }));
+
+/** The logits-row ops of {@linkcode Backend}, recorded through `gpu`. */
+export function logitsOps(
+  gpu: Recorder,
+): Pick<Backend, "crossEntropy" | "sample" | "argmax" | "logSoftmaxGather" | "entropy"> {
+  return {
+    crossEntropy(losses, logits, targets, o: CrossEntropyOptions) {
+      const { rows, V } = o, Vp = o.Vp ?? V;
+      checkTensor("crossEntropy", "logits", logits, rows * Vp);
+      checkTensor("crossEntropy", "targets", targets, rows, "u32");
+      let norm = gpu.none("f32");
+      const fromMask = o.mask !== undefined && o.normalize !== "count";
+      if (fromMask) {
+        norm = gpu.scratch(1);
+        reduce(gpu, norm, gpu.view(o.mask!, 0, rows), false, 0);
+      }
+      gpu.run(
+        crossEntropyKernel(),
+        { losses, logits, targets, mask: o.mask ?? gpu.none("f32"), norm },
+        {
+          rows,
+          V,
+          Vp,
+          has_mask: o.mask ? 1 : 0,
+          norm_from_tensor: fromMask ? 1 : 0,
+          norm_value: rows,
+          grad_scale: o.gradScale ?? 1,
+        },
+        rows,
+      );
+    },
+    sample(tokens, logits, o: SampleOptions) {
+      const Vp = o.Vp ?? o.V;
+      if (!(o.temperature > 0)) throw new Error("sample: temperature must be > 0 (use argmax for greedy)");
+      gpu.run(
+        sampleKernel(),
+        { tokens, logits },
+        {
+          rows: o.rows,
+          V: o.V,
+          Vp,
+          temperature: o.temperature,
+          top_k: o.topK ?? 0,
+          top_p: o.topP ?? 1,
+          seed: o.seed,
+          step: o.step,
+        },
+        o.rows,
+      );
+    },
+    argmax(tokens, logits, { rows, V, Vp = V }) {
+      gpu.run(argmaxKernel(), { tokens, logits }, { rows, V, Vp }, rows);
+    },
+    logSoftmaxGather(out, logits, tokens, { rows, V, Vp = V, temperature = 1 }) {
+      gpu.run(logSoftmaxGatherKernel(), { out, logits, tokens }, { rows, V, Vp, temperature }, rows);
+    },
+    entropy(out, logits, { rows, V, Vp = V, temperature = 1 }) {
+      checkEntropy(out, logits, rows, V, Vp, temperature);
+      gpu.run(entropyKernel(), { out, logits }, { rows, V, Vp, temperature }, rows);
+    },
+  };
+}
