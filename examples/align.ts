@@ -2,7 +2,7 @@
  * InstructGPT's three steps on kiln's checkable task, small enough for a laptop CPU in about three
  * minutes: a tiny GPT is pretrained on task-like text, fine-tuned on demonstrations (SFT), a reward
  * model is trained on ranked answers, and PPO tunes the SFT model against the reward model. Every
- * answer can be checked by a program (`stages/sft/task.ts`), so the run measures what each step did:
+ * answer can be checked by a program (`chat/task.ts`), so the run measures what each step did:
  * the checker's pass rate and the reward on held-out prompts before and after PPO, and the reward,
  * the KL to the SFT model and β per PPO iteration (`.kiln/report-align.html`).
  *
@@ -33,7 +33,7 @@ import { z } from "npm:zod@^4.6.7";
 import { join } from "node:path";
 import { defineStage, DocumentWriter, pipeline, ppo, pretrain, rewardModel, sft, tokenize } from "../mod.ts";
 import { Rng } from "../model/rng.ts";
-import { generateTasks, responseScore, type Task } from "../stages/sft/task.ts";
+import { generateTasks, responseScore, type Task } from "../chat/task.ts";
 
 const workdir = ".kiln";
 // The CPU backend keeps the run reproducible to the bit (and its time predictable without a GPU).

@@ -1,5 +1,5 @@
 /**
- * Makes the demo's RLHF data from kiln's checkable task (`stages/sft/task.ts`): problems a program
+ * Makes the demo's RLHF data from kiln's checkable task (`chat/task.ts`): problems a program
  * can check, so every label is right by construction and nothing has to be downloaded.
  *
  * - `sft.jsonl`: demonstrations `{prompt, response}` with the right answers.
@@ -38,8 +38,8 @@ import { GPT } from "../model/gpt.ts";
 import { loadModelDir } from "../model/checkpoint.ts";
 import { createBackend } from "../kernels/device.ts";
 import { loadTokenizer } from "../tokenizer/mod.ts";
-import { corruptAnswers, generateTasks, responseScore, type Task } from "../stages/sft/task.ts";
-import { loadChatTemplate } from "../stages/sft/template.ts";
+import { corruptAnswers, generateTasks, responseScore, type Task } from "../chat/task.ts";
+import { loadChatTemplate } from "../chat/template.ts";
 import { type CandidateCounts, rankCandidates, sampleResponses } from "../stages/reward_model/sample.ts";
 
 /** Options of {@linkcode makeRlhfData} (the command line's flags). */

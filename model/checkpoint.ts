@@ -41,6 +41,7 @@ import {
   toHFConfig,
 } from "./config.ts";
 import { END_OF_TEXT, type Tokenizer } from "../tokenizer/tokenizer.ts";
+import { loadTokenizer } from "../tokenizer/load.ts";
 import { type ParamLayout, paramLayout } from "./params.ts";
 import { parseSafetensors, type SafeTensors, serializeSafetensors } from "./safetensors.ts";
 
@@ -451,4 +452,43 @@ export async function loadTrainCheckpoint<S extends TrainState = TrainState>(
     v: optimizer.float32("adamw.v"),
     state: pointer.state as S,
   };
+}
+
+/**
+ * The tokenizer of a stage that starts from a model: `name` when given, else the `tokenizer.json` of
+ * the `init` directory or the input artifact.
+ */
+export async function modelTokenizer(
+  stage: string,
+  name: string | undefined,
+  dirs: (string | undefined)[],
+): Promise<{ tokenizer: Tokenizer; file?: string }> {
+  if (name) return { tokenizer: await loadTokenizer(name), file: name.includes("/") ? name : undefined };
+  for (const dir of dirs) {
+    if (!dir) continue;
+    const file = `${dir}/tokenizer.json`;
+    if (await Deno.stat(file).then(() => true, () => false)) {
+      return { tokenizer: await loadTokenizer(file), file };
+    }
+  }
+  throw new KilnError(
+    `stage "${stage}": no tokenizer.json in ${dirs.filter(Boolean).join(" or ")}; set the "tokenizer" option`,
+  );
+}
+
+/** The starting weights: `init` when set, else the input artifact (`inputDir`); checks the tokenizer fits. */
+export async function startingModel(
+  stage: string,
+  init: string | undefined,
+  inputDir: string,
+  tokenizer: Tokenizer,
+): Promise<LoadedModel> {
+  const model = await loadModelDir(init ?? inputDir);
+  if (tokenizer.vocabSize > model.config.vocab) {
+    throw new KilnError(
+      `stage "${stage}": the tokenizer has ${tokenizer.vocabSize} ids but the model's vocabulary only ` +
+        `${model.config.vocab}: use the model's own tokenizer, or chat markers that are plain text`,
+    );
+  }
+  return model;
 }

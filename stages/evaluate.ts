@@ -49,8 +49,8 @@ import type { Backend } from "../kernels/backend.ts";
 import { loadModelDir } from "../model/checkpoint.ts";
 import { GPT } from "../model/gpt.ts";
 import { loadTokenizer, type Tokenizer } from "../tokenizer/mod.ts";
-import { TASK_KINDS } from "./sft/task.ts";
-import { loadChatTemplate } from "./sft/template.ts";
+import { TASK_KINDS } from "../chat/task.ts";
+import { loadChatTemplate } from "../chat/template.ts";
 import { documentStream, perplexity, type PerplexityResult, shardStream } from "./evaluate/perplexity.ts";
 import {
   type ChoiceExample,

@@ -68,8 +68,8 @@ import {
   runOptions,
   scheduleOptions,
 } from "../model/train_options.ts";
-import { holdOut } from "./sft/jsonl.ts";
-import { CHAT_TEMPLATE_FILE, type ChatTemplate } from "./sft/template.ts";
+import { holdOut } from "../chat/jsonl.ts";
+import { CHAT_TEMPLATE_FILE, type ChatTemplate } from "../chat/template.ts";
 import { findTokenizer, readPolicyModel, readRewardModel, type RewardModel } from "./ppo/artifacts.ts";
 import { checkAnswer, evaluateHeldOut, type HeldOutSample, type HeldOutSummary } from "./ppo/evaluate.ts";
 import { loadPpoCheckpoint, savePpoCheckpoint, type TensorGroups } from "./ppo/checkpoint.ts";

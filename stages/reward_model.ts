@@ -51,13 +51,13 @@ import {
 } from "../model/checkpoint.ts";
 import { learningRate } from "../model/schedule.ts";
 import { Rng } from "../model/rng.ts";
-import { modelTokenizer, startingModel } from "./sft.ts";
-import { CHAT_TEMPLATE_FILE, ChatTemplate, loadChatTemplate } from "./sft/template.ts";
+import { modelTokenizer, startingModel } from "../model/checkpoint.ts";
+import { CHAT_TEMPLATE_FILE, ChatTemplate, loadChatTemplate } from "../chat/template.ts";
 import { type Comparison, parseComparisonRow, parsePrompt, readComparisons } from "./reward_model/data.ts";
-import { holdOut, parseJsonl, RowError, SkipTally } from "./sft/jsonl.ts";
+import { holdOut, parseJsonl, RowError, SkipTally } from "../chat/jsonl.ts";
 import { rankCandidates, sampleResponses } from "./reward_model/sample.ts";
-import { checkResponse, responseScore } from "./sft/task.ts";
-import type { Turn } from "./sft/data.ts";
+import { checkResponse, responseScore } from "../chat/task.ts";
+import type { Turn } from "../chat/data.ts";
 import { GPT } from "../model/gpt.ts";
 import type { LoadedModel } from "../model/checkpoint.ts";
 import type { Backend } from "../kernels/backend.ts";
@@ -159,7 +159,7 @@ function parseSamplePrompt(row: Record<string, unknown>): SamplePrompt {
     throw new RowError(
       row.messages !== undefined ? "messages" : "prompt",
       "notCheckable",
-      "not a prompt of the checkable task (stages/sft/task.ts), whose grader ranks the samples",
+      "not a prompt of the checkable task (chat/task.ts), whose grader ranks the samples",
     );
   }
   return { turns, text };
@@ -429,7 +429,7 @@ async function evaluate({ ctx, network, val, pack, metrics }: RmRun, step: numbe
 async function run(ctx: StageContext<RewardModelConfig, "model">) {
   const cfg = ctx.config;
   const { tokenizer } = await modelTokenizer("reward-model", cfg.tokenizer, [cfg.init, ctx.input.dir]);
-  const initial = await startingModel("reward-model", cfg.init, ctx.input, tokenizer);
+  const initial = await startingModel("reward-model", cfg.init, ctx.input.dir, tokenizer);
   const { config, layout } = initial;
   let template: ChatTemplate;
   try {

@@ -46,15 +46,13 @@
  */
 import { z } from "npm:zod@^4.6.7";
 import { everyOption, positiveInt, sampleOptions, trainingOptions } from "../model/train_options.ts";
-import type { Artifact } from "../pipeline/artifact.ts";
 import { defineStage, localPaths, type StageContext } from "../pipeline/stage.ts";
 import { ConfigError, KilnError } from "../pipeline/errors.ts";
 import { fingerprintFiles } from "../pipeline/files.ts";
-import { loadTokenizer, type Tokenizer } from "../tokenizer/mod.ts";
 import {
-  type LoadedModel,
   loadModelDir,
   loadTrainCheckpoint,
+  modelTokenizer,
   saveTrainCheckpoint,
   specialTokenIds,
 } from "../model/checkpoint.ts";
@@ -71,12 +69,12 @@ import {
   writeModelFiles,
 } from "./training/loop.ts";
 import type { ParamLayout } from "../model/params.ts";
-import { readSftData, type SftExample, type Turn } from "./sft/data.ts";
-import { CHAT_TEMPLATE_FILE, ChatTemplate } from "./sft/template.ts";
-import { batchRows, type Encoded, type PackedBatch, packRows, type Row } from "./sft/packing.ts";
-import { checkResponse } from "./sft/task.ts";
-import { holdOut } from "./sft/jsonl.ts";
-import { fitVocab, withChatTokens } from "./sft/vocab.ts";
+import { readSftData, type SftExample, type Turn } from "../chat/data.ts";
+import { CHAT_TEMPLATE_FILE, ChatTemplate } from "../chat/template.ts";
+import { batchRows, type Encoded, type PackedBatch, packRows, type Row } from "../chat/packing.ts";
+import { checkResponse } from "../chat/task.ts";
+import { holdOut } from "../chat/jsonl.ts";
+import { fitVocab, withChatTokens } from "../chat/vocab.ts";
 
 const markers = z.object({
   system: z.string().optional(),
@@ -151,45 +149,6 @@ interface SftState {
   rng: number[];
   metrics: MetricsLine[];
   samples: SampleLine[];
-}
-
-/**
- * The tokenizer of a stage that starts from a model: `name` when given, else the `tokenizer.json` of
- * the `init` directory or the input artifact.
- */
-export async function modelTokenizer(
-  stage: string,
-  name: string | undefined,
-  dirs: (string | undefined)[],
-): Promise<{ tokenizer: Tokenizer; file?: string }> {
-  if (name) return { tokenizer: await loadTokenizer(name), file: name.includes("/") ? name : undefined };
-  for (const dir of dirs) {
-    if (!dir) continue;
-    const file = `${dir}/tokenizer.json`;
-    if (await Deno.stat(file).then(() => true, () => false)) {
-      return { tokenizer: await loadTokenizer(file), file };
-    }
-  }
-  throw new KilnError(
-    `stage "${stage}": no tokenizer.json in ${dirs.filter(Boolean).join(" or ")}; set the "tokenizer" option`,
-  );
-}
-
-/** The starting weights: `init` when set, else the input artifact; checks the tokenizer fits. */
-export async function startingModel(
-  stage: string,
-  init: string | undefined,
-  input: Artifact,
-  tokenizer: Tokenizer,
-): Promise<LoadedModel> {
-  const model = await loadModelDir(init ?? input.dir);
-  if (tokenizer.vocabSize > model.config.vocab) {
-    throw new KilnError(
-      `stage "${stage}": the tokenizer has ${tokenizer.vocabSize} ids but the model's vocabulary only ` +
-        `${model.config.vocab}: use the model's own tokenizer, or chat markers that are plain text`,
-    );
-  }
-  return model;
 }
 
 /** The prompt turns and reference answer of a held-out demonstration: everything before its last answer. */

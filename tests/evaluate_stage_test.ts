@@ -15,7 +15,7 @@ import { defineStage } from "../pipeline/stage.ts";
 import { ConfigError, DataError } from "../pipeline/errors.ts";
 import { evaluate, type ModelEvaluation } from "../stages/evaluate.ts";
 import { readMultipleChoice } from "../stages/evaluate/multiple_choice.ts";
-import { ChatTemplate } from "../stages/sft/template.ts";
+import { ChatTemplate } from "../chat/template.ts";
 import { DEFAULT_SPECIAL_TOKENS, END_OF_TEXT, Tokenizer } from "../tokenizer/tokenizer.ts";
 
 const HELLASWAG = new URL("./fixtures/hellaswag_tiny.jsonl", import.meta.url).pathname;

@@ -9,7 +9,7 @@ import { checkAnswer, evaluateHeldOut } from "../stages/ppo/evaluate.ts";
 import { ScalarModel } from "../stages/ppo/networks.ts";
 import type { Prompt } from "../stages/ppo/prompts.ts";
 import { packSequences } from "../stages/ppo/rollout.ts";
-import { ChatTemplate } from "../stages/sft/template.ts";
+import { ChatTemplate } from "../chat/template.ts";
 
 const prompt = (text: string, meta: Record<string, unknown> = {}, tokens: number[] = []): Prompt => ({
   line: 1,

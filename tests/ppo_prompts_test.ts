@@ -2,7 +2,7 @@ import { strict as assert } from "node:assert";
 import { join } from "node:path";
 import { CHAT_TOKENS, PieceCounter, trainBpe } from "../tokenizer/mod.ts";
 import { PromptCursor, readPrompts } from "../stages/ppo/prompts.ts";
-import { ChatTemplate } from "../stages/sft/template.ts";
+import { ChatTemplate } from "../chat/template.ts";
 import { DataError } from "../pipeline/errors.ts";
 
 const counter = new PieceCounter();

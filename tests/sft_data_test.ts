@@ -2,16 +2,16 @@ import { strict as assert } from "node:assert";
 import { join } from "node:path";
 import { DataError } from "../pipeline/errors.ts";
 import { PieceCounter, trainBpe } from "../tokenizer/mod.ts";
-import { readSftData } from "../stages/sft/data.ts";
-import { ChatTemplate } from "../stages/sft/template.ts";
-import { batchRows, packRows } from "../stages/sft/packing.ts";
+import { readSftData } from "../chat/data.ts";
+import { ChatTemplate } from "../chat/template.ts";
+import { batchRows, packRows } from "../chat/packing.ts";
 import {
   checkResponse,
   corruptAnswers,
   expectedAnswer,
   generateTasks,
   responseScore,
-} from "../stages/sft/task.ts";
+} from "../chat/task.ts";
 import { rankByChecker, readComparisons } from "../stages/reward_model/data.ts";
 import { Rng } from "../model/rng.ts";
 

@@ -16,7 +16,7 @@ import { initParams, paramLayout } from "../model/params.ts";
 import { serializeConfig, serializeModel } from "../model/checkpoint.ts";
 import { PieceCounter, trainBpe } from "../tokenizer/mod.ts";
 import { Rng } from "../model/rng.ts";
-import { corruptAnswers, generateTasks } from "../stages/sft/task.ts";
+import { corruptAnswers, generateTasks } from "../chat/task.ts";
 import { sft } from "../stages/sft.ts";
 import { rewardModel } from "../stages/reward_model.ts";
 

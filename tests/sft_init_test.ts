@@ -26,8 +26,8 @@ import {
 } from "../tokenizer/mod.ts";
 import { sft } from "../stages/sft.ts";
 import { rewardModel } from "../stages/reward_model.ts";
-import { loadChatTemplate } from "../stages/sft/template.ts";
-import { fitVocab, withChatTokens } from "../stages/sft/vocab.ts";
+import { loadChatTemplate } from "../chat/template.ts";
+import { fitVocab, withChatTokens } from "../chat/vocab.ts";
 import { writeData } from "./sft_fixture.ts";
 
 const SHAPE = { layers: 1, dim: 16, heads: 2, context: 32 };

@@ -4,7 +4,7 @@ import { relativeError } from "./kernels_fixtures.ts";
 import { gptConfig } from "../model/config.ts";
 import { initParams, paramLayout } from "../model/params.ts";
 import { GPT } from "../model/gpt.ts";
-import { batchRows, type Encoded, packRows } from "../stages/sft/packing.ts";
+import { batchRows, type Encoded, packRows } from "../chat/packing.ts";
 
 const layout = paramLayout(gptConfig({ layers: 1, dim: 16, heads: 2, context: 16, vocab: 20 }));
 const params = initParams(layout, 5);

@@ -7,8 +7,8 @@ import { strict as assert } from "node:assert";
 import { join } from "node:path";
 import { makeRlhfData, rlhfTasks, sampleCandidates } from "../examples/make_rlhf_data.ts";
 import { readComparisons } from "../stages/reward_model/data.ts";
-import { responseScore } from "../stages/sft/task.ts";
-import { loadChatTemplate } from "../stages/sft/template.ts";
+import { responseScore } from "../chat/task.ts";
+import { loadChatTemplate } from "../chat/template.ts";
 import { loadTokenizer } from "../tokenizer/mod.ts";
 import { SAMPLING_SFT, tinyPipeline } from "./sft_fixture.ts";
 

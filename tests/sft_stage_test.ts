@@ -8,10 +8,10 @@ import { createCpuBackend } from "../kernels/cpu.ts";
 import { STAGE_TEST, tinyPipeline, writeData } from "./sft_fixture.ts";
 import { GPT } from "../model/gpt.ts";
 import { loadTokenizer } from "../tokenizer/mod.ts";
-import { loadChatTemplate } from "../stages/sft/template.ts";
-import { readSftData } from "../stages/sft/data.ts";
-import { holdOut } from "../stages/sft/jsonl.ts";
-import { batchRows } from "../stages/sft/packing.ts";
+import { loadChatTemplate } from "../chat/template.ts";
+import { readSftData } from "../chat/data.ts";
+import { holdOut } from "../chat/jsonl.ts";
+import { batchRows } from "../chat/packing.ts";
 
 const { sft: SFT, rewardModel: RM } = STAGE_TEST;
 

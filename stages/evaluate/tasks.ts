@@ -2,7 +2,7 @@
  * The checker's pass rate on checkable tasks: the model answers each prompt greedily (rendered with
  * the chat template it was trained with, `chat_template.json`, else kiln's default), the answer is
  * cut at the template's stop tokens, and it is graded right or wrong by the row's `answer` field when
- * it has one, else by kiln's task checker (`stages/sft/task.ts`) — the rule the `sft` and `ppo`
+ * it has one, else by kiln's task checker (`chat/task.ts`) — the rule the `sft` and `ppo`
  * stages' pass rates use, so the figures compare.
  *
  * Prompts come from a JSONL file in the `ppo` prompt format (`{"prompt": "…", "answer"?: "…"}` or
@@ -19,8 +19,8 @@ import { generateBatch } from "../../model/generate.ts";
 import type { GPT } from "../../model/gpt.ts";
 import { checkAnswer } from "../ppo/evaluate.ts";
 import { type Prompt, readPrompts } from "../ppo/prompts.ts";
-import { generateTasks, TASK_KINDS, type TaskKind } from "../sft/task.ts";
-import type { ChatTemplate } from "../sft/template.ts";
+import { generateTasks, TASK_KINDS, type TaskKind } from "../../chat/task.ts";
+import type { ChatTemplate } from "../../chat/template.ts";
 
 /** Where the prompts come from: a file, or kiln's generator. */
 export interface TaskSource {

@@ -10,7 +10,7 @@ import { DataError, KilnError } from "../../pipeline/errors.ts";
 import { type LoadedModel, loadModelDir } from "../../model/checkpoint.ts";
 import { loadTokenizer, type Tokenizer } from "../../tokenizer/mod.ts";
 import { loadRewardModel, REWARD_STATS_FILE } from "../reward_model/artifact.ts";
-import { type ChatTemplate, loadChatTemplate } from "../sft/template.ts";
+import { type ChatTemplate, loadChatTemplate } from "../../chat/template.ts";
 import type { ScalarHeadWeights } from "../../model/scalar_head.ts";
 
 /** A reward model: trunk weights, the scalar head, and the statistics of its scores. */

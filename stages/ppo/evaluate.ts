@@ -5,7 +5,7 @@
  * the SFT model: the checker's pass rate and the mean reward, before → after.
  *
  * A prompt is checkable when its row has an `answer` field (exact match after trimming both), or
- * when it is a prompt of kiln's checkable task (`stages/sft/task.ts`'s `checkResponse`, which
+ * when it is a prompt of kiln's checkable task (`chat/task.ts`'s `checkResponse`, which
  * recovers the answer from the prompt text: the same rule the `sft` stage's pass rate uses).
  *
  * @example
@@ -19,8 +19,8 @@
  */
 import { generateBatch, type Generation } from "../../model/generate.ts";
 import type { GPT } from "../../model/gpt.ts";
-import { checkResponse } from "../sft/task.ts";
-import type { ChatTemplate } from "../sft/template.ts";
+import { checkResponse } from "../../chat/task.ts";
+import type { ChatTemplate } from "../../chat/template.ts";
 import type { ScalarModel } from "./networks.ts";
 import type { Prompt } from "./prompts.ts";
 import { packSequences } from "./rollout.ts";

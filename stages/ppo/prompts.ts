@@ -2,7 +2,7 @@
  * The PPO prompt set: a JSONL file, one prompt a line, either `{"prompt": "…"}` or a conversation
  * `{"messages": [{"role": "system"|"user"|"assistant", "content": "…"}, …]}` ending with a user turn.
  * Other fields (an `answer` for the checker, an id) are kept in `meta`. Each prompt is rendered with
- * the chat template the SFT model was trained with (`stages/sft/template.ts`; kiln's default is
+ * the chat template the SFT model was trained with (`chat/template.ts`; kiln's default is
  * `<|user|>…<|end|><|assistant|>`) and the policy continues it; a response ends at the template's
  * stop tokens (`<|end|>`, `<|endoftext|>`).
  *
@@ -20,8 +20,8 @@
  */
 import { DataError } from "../../pipeline/errors.ts";
 import { Rng } from "../../model/rng.ts";
-import type { Role } from "../sft/data.ts";
-import type { ChatTemplate } from "../sft/template.ts";
+import type { Role } from "../../chat/data.ts";
+import type { ChatTemplate } from "../../chat/template.ts";
 
 /** One prompt of the set. */
 export interface Prompt {

@@ -22,15 +22,15 @@
  * `badRole`, `tooFewResponses`, `duplicateResponse`, `emptyResponse`, `allTied`, `lengthMismatch`).
  *
  * How the demo's comparisons are made honestly (no labellers, no downloads): prompts of the checkable
- * task (`../sft/task.ts`), K responses sampled from the SFT model, ranked by the task's grader
+ * task (`chat/task.ts`), K responses sampled from the SFT model, ranked by the task's grader
  * ({@linkcode rankByChecker}); the `rewardModel` stage does it with its `sample` option (`sample.ts`),
  * `examples/make_rlhf_data.ts --model` outside a pipeline.
  *
  * @module
  */
 import { DataError } from "../../pipeline/errors.ts";
-import { parseMessages, type Turn } from "../sft/data.ts";
-import { type OnBadRow, parseJsonl, RowError, SkipTally } from "../sft/jsonl.ts";
+import { parseMessages, type Turn } from "../../chat/data.ts";
+import { type OnBadRow, parseJsonl, RowError, SkipTally } from "../../chat/jsonl.ts";
 
 /** One prompt's comparisons: its responses and the ordered pairs between them. */
 export interface Comparison {

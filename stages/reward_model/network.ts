@@ -4,7 +4,7 @@
  * prompt ++ response (the end marker that closes the response).
  *
  * Sequences are packed into context rows with segment ids and positions restarting in each
- * (`../sft/packing.ts`), so the K responses of a prompt, and several prompts, share rows without
+ * (`chat/packing.ts`), so the K responses of a prompt, and several prompts, share rows without
  * attending to each other, and each is scored as if it were alone (as PPO scores a rollout).
  *
  * The head has no bias: the pairwise loss depends on reward differences only, so a bias would never
@@ -25,7 +25,7 @@ import { type Activations, GPT, type Precision } from "../../model/gpt.ts";
 import type { ParamLayout } from "../../model/params.ts";
 import { ScalarHead } from "../../model/scalar_head.ts";
 import { Optimizer, type OptimizerSettings, type OptimizerState } from "../../model/train.ts";
-import { batchRows, type Encoded, packRows } from "../sft/packing.ts";
+import { batchRows, type Encoded, packRows } from "../../chat/packing.ts";
 
 /** Sequences laid out in rows: the batch inputs and where each sequence's last token is. */
 export interface PackedSequences {

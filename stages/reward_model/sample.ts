@@ -1,7 +1,7 @@
 /**
  * Comparisons sampled from the SFT model, as InstructGPT made its reward model's data: K responses per
  * prompt sampled from the SFT model, ranked by a labeller. kiln's labeller is a program, the checkable
- * task's grader (`../sft/task.ts`'s `responseScore`), so the ranking is right by construction.
+ * task's grader (`chat/task.ts`'s `responseScore`), so the ranking is right by construction.
  *
  * - {@linkcode sampleResponses}: K answers per prompt from a {@linkcode GPT}, several prompts decoded
  *   together (`generateBatch`), seeded: the same model, prompts and options give the same samples.
@@ -22,8 +22,8 @@
  */
 import type { GPT } from "../../model/gpt.ts";
 import { generateBatch } from "../../model/generate.ts";
-import type { Turn } from "../sft/data.ts";
-import type { ChatTemplate } from "../sft/template.ts";
+import type { Turn } from "../../chat/data.ts";
+import type { ChatTemplate } from "../../chat/template.ts";
 import { type CheckerRanking, rankByChecker } from "./data.ts";
 
 /** Options of {@linkcode sampleResponses}. */

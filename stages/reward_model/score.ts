@@ -21,8 +21,8 @@ import { KilnError } from "../../pipeline/errors.ts";
 import { createBackend } from "../../kernels/device.ts";
 import type { Backend } from "../../kernels/backend.ts";
 import { loadTokenizer, type Tokenizer } from "../../tokenizer/mod.ts";
-import type { Turn } from "../sft/data.ts";
-import { type ChatTemplate, loadChatTemplate } from "../sft/template.ts";
+import type { Turn } from "../../chat/data.ts";
+import { type ChatTemplate, loadChatTemplate } from "../../chat/template.ts";
 import { packSequences, RewardNetwork } from "./network.ts";
 import { type LoadedRewardModel, loadRewardModel } from "./artifact.ts";
 

@@ -5,7 +5,7 @@
  */
 import { parseArgs } from "node:util";
 import { DataError, KilnError } from "../../pipeline/errors.ts";
-import { readJsonlRows } from "../sft/jsonl.ts";
+import { readJsonlRows } from "../../chat/jsonl.ts";
 import { createBackend } from "../../kernels/device.ts";
 import { REWARD_STATS_FILE } from "./artifact.ts";
 import { RewardScorer, type ScoreItem } from "./score.ts";

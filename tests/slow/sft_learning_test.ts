@@ -18,7 +18,7 @@ import { LEARNING, tinyPipeline } from "../sft_fixture.ts";
 import { makeRlhfData, rlhfTasks, sampleCandidates } from "../../examples/make_rlhf_data.ts";
 import { createCpuBackend } from "../../kernels/cpu.ts";
 import { rankByChecker } from "../../stages/reward_model/data.ts";
-import { responseScore } from "../../stages/sft/task.ts";
+import { responseScore } from "../../chat/task.ts";
 import { RewardScorer } from "../../stages/reward_model/score.ts";
 
 Deno.test({

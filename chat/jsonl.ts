@@ -7,9 +7,9 @@
  *
  * @module
  */
-import { DataError } from "../../pipeline/errors.ts";
-import type { Stats } from "../../pipeline/stage.ts";
-import { Rng } from "../../model/rng.ts";
+import { DataError } from "../pipeline/errors.ts";
+import type { Stats } from "../pipeline/stage.ts";
+import { Rng } from "../model/rng.ts";
 
 /** One non-blank line: its parsed object, or why it could not be read. */
 export type JsonlRow =

@@ -23,7 +23,7 @@
  * ```
  * @module
  */
-import { Rng } from "../../model/rng.ts";
+import { Rng } from "../model/rng.ts";
 
 /** The kinds of problem. */
 export const TASK_KINDS = ["add", "upper", "reverse", "count"] as const;

@@ -25,7 +25,7 @@
  * ```
  * @module
  */
-import { DataError } from "../../pipeline/errors.ts";
+import { DataError } from "../pipeline/errors.ts";
 import { type OnBadRow, parseJsonl, RowError, SkipTally } from "./jsonl.ts";
 
 /** A chat role. */

@@ -19,11 +19,11 @@
  * ```
  * @module
  */
-import { CHAT_TOKENS, type Tokenizer } from "../../tokenizer/mod.ts";
-import { KilnError } from "../../pipeline/errors.ts";
-import type { LoadedModel } from "../../model/checkpoint.ts";
-import { gptConfig } from "../../model/config.ts";
-import { paramLayout } from "../../model/params.ts";
+import { CHAT_TOKENS, type Tokenizer } from "../tokenizer/mod.ts";
+import { KilnError } from "../pipeline/errors.ts";
+import type { LoadedModel } from "../model/checkpoint.ts";
+import { gptConfig } from "../model/config.ts";
+import { paramLayout } from "../model/params.ts";
 import { type ChatMarkers, DEFAULT_MARKERS } from "./template.ts";
 
 /**

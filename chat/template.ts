@@ -29,8 +29,8 @@
  * ```
  * @module
  */
-import { CHAT_TOKENS, END_OF_TEXT, type Tokenizer } from "../../tokenizer/mod.ts";
-import { DataError } from "../../pipeline/errors.ts";
+import { CHAT_TOKENS, END_OF_TEXT, type Tokenizer } from "../tokenizer/mod.ts";
+import { DataError } from "../pipeline/errors.ts";
 import type { Role, Turn } from "./data.ts";
 
 /** The marker strings of a template. */
