@@ -31,7 +31,6 @@ export {
   defineStage,
   type Kind,
   localPaths,
-  urlHosts,
   type Permissions,
   type Progress,
   type Stage,
@@ -39,6 +38,7 @@ export {
   type StageDefinition,
   type StageFactory,
   type Stats,
+  urlHosts,
 } from "./pipeline/stage.ts";
 export { Artifact, type FileEntry, type Manifest } from "./pipeline/artifact.ts";
 export { Checkpoint, OutputWriter, type PendingFile, writeFileAtomic } from "./pipeline/workspace.ts";
@@ -53,6 +53,7 @@ export {
   LockedError,
   PermissionError,
   PipelineError,
+  StageError,
 } from "./pipeline/errors.ts";
 export { loadPipelineYaml } from "./pipeline/yaml.ts";
 export {

@@ -20,7 +20,7 @@
  * @module
  */
 import { CHAT_TOKENS, type Tokenizer } from "../tokenizer/mod.ts";
-import { KilnError } from "../pipeline/errors.ts";
+import { StageError } from "../pipeline/errors.ts";
 import type { LoadedModel } from "../model/checkpoint.ts";
 import { gptConfig } from "../model/config.ts";
 import { paramLayout } from "../model/params.ts";
@@ -68,8 +68,9 @@ export function fitVocab(
     if (tokenizer.isSpecial(id)) continue;
     // (The chat tokens are added after the last id: the tokenizer as given had N - added.length.)
     const withAdded = added.length ? ` (${N} with the ${added.length} chat tokens added)` : "";
-    throw new KilnError(
-      `stage "${stage}": the tokenizer has ${N - added.length} ids${withAdded} but the model's ` +
+    throw new StageError(
+      stage,
+      `the tokenizer has ${N - added.length} ids${withAdded} but the model's ` +
         `vocabulary only ${V}, and id ${id} ` +
         `is an ordinary token, not a special token the embedding could grow for: the tokenizer is not ` +
         `the model's (use the model's own tokenizer.json, or set the "tokenizer" option to it)`,

@@ -29,7 +29,7 @@
  */
 import { createHash } from "node:crypto";
 import { dirname, join } from "node:path";
-import { DataError, KilnError } from "../pipeline/errors.ts";
+import { DataError, KilnError, StageError } from "../pipeline/errors.ts";
 import { writeFileAtomic } from "../pipeline/workspace.ts";
 import {
   checkModelFits,
@@ -471,8 +471,9 @@ export async function modelTokenizer(
       return { tokenizer: await loadTokenizer(file), file };
     }
   }
-  throw new KilnError(
-    `stage "${stage}": no tokenizer.json in ${dirs.filter(Boolean).join(" or ")}; set the "tokenizer" option`,
+  throw new StageError(
+    stage,
+    `no tokenizer.json in ${dirs.filter(Boolean).join(" or ")}; set the "tokenizer" option`,
   );
 }
 
@@ -485,8 +486,9 @@ export async function startingModel(
 ): Promise<LoadedModel> {
   const model = await loadModelDir(init ?? inputDir);
   if (tokenizer.vocabSize > model.config.vocab) {
-    throw new KilnError(
-      `stage "${stage}": the tokenizer has ${tokenizer.vocabSize} ids but the model's vocabulary only ` +
+    throw new StageError(
+      stage,
+      `the tokenizer has ${tokenizer.vocabSize} ids but the model's vocabulary only ` +
         `${model.config.vocab}: use the model's own tokenizer, or chat markers that are plain text`,
     );
   }

@@ -20,6 +20,14 @@ export class ConfigError extends KilnError {
   }
 }
 
+/** A stage's own failure: the message starts with `stage "<id>": `, so every stage says it the same way. */
+export class StageError extends KilnError {
+  override name = "StageError";
+  constructor(readonly stage: string, readonly detail: string) {
+    super(`stage "${stage}": ${detail}`);
+  }
+}
+
 /** The pipeline itself is malformed: unknown stage, mismatched kinds, duplicate ids, bad YAML. */
 export class PipelineError extends KilnError {
   override name = "PipelineError";
@@ -55,6 +63,7 @@ export class InterruptedError extends KilnError {
 
 const KILN_ERROR_NAMES = new Set([
   "KilnError",
+  "StageError",
   "ConfigError",
   "PipelineError",
   "DataError",

@@ -26,6 +26,7 @@ import {
   KilnError,
   PermissionError,
   PipelineError,
+  StageError,
 } from "./errors.ts";
 
 const KILN_ERRORS: Record<string, { prototype: KilnError }> = {
@@ -35,6 +36,7 @@ const KILN_ERRORS: Record<string, { prototype: KilnError }> = {
   PipelineError,
   ArtifactError,
   PermissionError,
+  StageError,
 };
 import type { Permissions, Progress } from "./stage.ts";
 
@@ -89,7 +91,12 @@ export interface Grant {
  * Environment variables every stage may read: kiln's own settings, and one that Deno's `node:fs`
  * glob (minimatch) reads on first use.
  */
-export const KILN_ENV = ["KILN_AUTOTUNE", "KILN_BACKEND", "KILN_CPU_THREADS", "__MINIMATCH_TESTING_PLATFORM__"];
+export const KILN_ENV = [
+  "KILN_AUTOTUNE",
+  "KILN_BACKEND",
+  "KILN_CPU_THREADS",
+  "__MINIMATCH_TESTING_PLATFORM__",
+];
 
 const RUNTIME = new URL("./", import.meta.url);
 const GLOB_CHARS = /[*?[\]{}]/;

@@ -42,7 +42,7 @@ import { basename, join } from "node:path";
 import { z } from "npm:zod@^4.6.7";
 import { backendOption, positiveInt } from "../model/train_options.ts";
 import { defineStage, localPaths, type StageContext } from "../pipeline/stage.ts";
-import { InterruptedError, KilnError } from "../pipeline/errors.ts";
+import { InterruptedError, StageError } from "../pipeline/errors.ts";
 import { expandFiles, fingerprintFiles } from "../pipeline/files.ts";
 import { createBackend } from "../kernels/device.ts";
 import type { Backend } from "../kernels/backend.ts";
@@ -259,7 +259,7 @@ class EvaluationData {
     if (cached) return cached;
     let stream;
     if (p.documents) {
-      if (!tokenizer) throw new KilnError(`stage "evaluate": perplexity.documents needs a tokenizer`);
+      if (!tokenizer) throw new StageError("evaluate", `perplexity.documents needs a tokenizer`);
       stream = await documentStream(await expandFiles(p.documents), tokenizer, { maxTokens: p.maxTokens });
     } else {
       stream = await shardStream(await expandFiles(p.tokens!), { maxTokens: p.maxTokens });
@@ -301,15 +301,17 @@ async function evaluateModel(
   const { layout, params } = await loadModelDir(ref.dir);
   const { tokenizer, key } = await modelTokenizer(cfg, ref.dir);
   if (tokenizer && tokenizer.vocabSize > layout.config.vocab) {
-    throw new KilnError(
-      `stage "evaluate": the tokenizer has ${tokenizer.vocabSize} ids, more than the vocabulary of the model ` +
+    throw new StageError(
+      "evaluate",
+      `the tokenizer has ${tokenizer.vocabSize} ids, more than the vocabulary of the model ` +
         `in ${ref.dir} (${layout.config.vocab}); set the "tokenizer" option to the one it was trained with`,
     );
   }
   const needTokenizer = (what: string) => {
     if (!tokenizer) {
-      throw new KilnError(
-        `stage "evaluate": ${what} needs a tokenizer: ${ref.dir} has no tokenizer.json; set "tokenizer"`,
+      throw new StageError(
+        "evaluate",
+        `${what} needs a tokenizer: ${ref.dir} has no tokenizer.json; set "tokenizer"`,
       );
     }
     return tokenizer;
@@ -362,8 +364,9 @@ async function evaluateModel(
       const template = await loadChatTemplate(ref.dir, needTokenizer("tasks"));
       const maxPrompt = layout.config.context - t.maxTokens;
       if (maxPrompt < 1) {
-        throw new KilnError(
-          `stage "evaluate": tasks.maxTokens ${t.maxTokens} leaves no room for a prompt in the context of ${layout.config.context}`,
+        throw new StageError(
+          "evaluate",
+          `tasks.maxTokens ${t.maxTokens} leaves no room for a prompt in the context of ${layout.config.context}`,
         );
       }
       const { prompts, skippedTooLong } = await taskPrompts(t, template, { maxTokens: maxPrompt });

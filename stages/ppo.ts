@@ -54,7 +54,7 @@ import { z } from "npm:zod@^4.6.7";
 import { basename } from "node:path";
 import { defineStage, type StageContext } from "../pipeline/stage.ts";
 import { fingerprintFiles } from "../pipeline/files.ts";
-import { DataError, KilnError } from "../pipeline/errors.ts";
+import { DataError, StageError } from "../pipeline/errors.ts";
 import { type LoadedModel, specialTokenIds } from "../model/checkpoint.ts";
 import type { Backend } from "../kernels/backend.ts";
 import { type LoaderCursor, TokenLoader } from "../model/data.ts";
@@ -543,8 +543,9 @@ export const ppo = defineStage({
     const rm = await readRewardModel(ctx.input);
     const { config, layout, template } = sft;
     if (rm.config.vocab !== config.vocab || rm.config.context < config.context) {
-      throw new KilnError(
-        `stage "ppo": the reward model (vocab ${rm.config.vocab}, context ${rm.config.context}) does not fit ` +
+      throw new StageError(
+        "ppo",
+        `the reward model (vocab ${rm.config.vocab}, context ${rm.config.context}) does not fit ` +
           `the policy (vocab ${config.vocab}, context ${config.context})`,
       );
     }

@@ -34,7 +34,7 @@ import { basename } from "node:path";
 import { everyOption, positiveInt, sampleOptions, trainingOptions } from "../model/train_options.ts";
 import { defineStage, localPaths, type StageContext } from "../pipeline/stage.ts";
 import type { Artifact } from "../pipeline/artifact.ts";
-import { DataError, KilnError } from "../pipeline/errors.ts";
+import { DataError, StageError } from "../pipeline/errors.ts";
 import { checkModelFits, gptConfig } from "../model/config.ts";
 import { loadTokenizer } from "../tokenizer/load.ts";
 import { END_OF_TEXT, type Tokenizer } from "../tokenizer/tokenizer.ts";
@@ -119,19 +119,20 @@ async function startingModel(cfg: PretrainConfig, input: Artifact) {
   const initial = cfg.init ? await loadModelDir(cfg.init) : undefined;
   const vocab = cfg.model.vocab ?? tokenizer?.vocabSize;
   if (!initial && vocab === undefined) {
-    throw new KilnError(`stage "pretrain": no tokenizer.json in the tokens artifact; set model.vocab`);
+    throw new StageError("pretrain", `no tokenizer.json in the tokens artifact; set model.vocab`);
   }
   const config = initial?.config ?? gptConfig({ ...cfg.model, vocab: vocab! }, "pretrain.model");
   // Weights, gradients and AdamW's two moments: refused by name before anything is allocated.
   checkModelFits(config, `stage "pretrain": config.model`, 4);
   if (tokenizer && tokenizer.vocabSize > config.vocab) {
-    throw new KilnError(
-      `stage "pretrain": the tokenizer has ${tokenizer.vocabSize} ids, the model's vocabulary only ${config.vocab}`,
+    throw new StageError(
+      "pretrain",
+      `the tokenizer has ${tokenizer.vocabSize} ids, the model's vocabulary only ${config.vocab}`,
     );
   }
   const seqLen = cfg.seqLen ?? config.context;
   if (seqLen > config.context) {
-    throw new KilnError(`stage "pretrain": seqLen ${seqLen} exceeds the model's context ${config.context}`);
+    throw new StageError("pretrain", `seqLen ${seqLen} exceeds the model's context ${config.context}`);
   }
   return { tokenizer, initial, config, seqLen, layout: paramLayout(config) };
 }

@@ -41,7 +41,7 @@
 import { z } from "npm:zod@^4.6.7";
 import { everyOption, positiveInt, trainingOptions } from "../model/train_options.ts";
 import { defineStage, localPaths, type StageContext } from "../pipeline/stage.ts";
-import { ConfigError, KilnError } from "../pipeline/errors.ts";
+import { ConfigError, KilnError, StageError } from "../pipeline/errors.ts";
 import { fingerprintFiles } from "../pipeline/files.ts";
 import {
   loadTrainCheckpoint,
@@ -257,8 +257,9 @@ async function readAll(
     );
   }
   if (comparisons.length === 0) {
-    throw new KilnError(
-      `stage "reward-model": no comparisons (every sampled prompt was dropped; see the stats)`,
+    throw new StageError(
+      "reward-model",
+      `no comparisons (every sampled prompt was dropped; see the stats)`,
     );
   }
   let { train, val } = holdOut(comparisons, cfg.val.data ? 0 : cfg.val.fraction, cfg.seed);
@@ -293,7 +294,7 @@ function encodeAll(
     ctx.stats.set("skipped.tooLong", trainSet.tooLong + valSet.tooLong);
     ctx.log(`skipped ${trainSet.tooLong + valSet.tooLong} comparisons with a response past ${T} tokens`);
   }
-  if (trainSet.kept.length === 0) throw new KilnError(`stage "reward-model": no comparison fits ${T} tokens`);
+  if (trainSet.kept.length === 0) throw new StageError("reward-model", `no comparison fits ${T} tokens`);
   ctx.stats.set("prompts", trainSet.kept.length);
   ctx.stats.set("pairs", pairCount(trainSet.kept));
   ctx.stats.set("valPrompts", valSet.kept.length);

@@ -47,7 +47,7 @@
 import { z } from "npm:zod@^4.6.7";
 import { everyOption, positiveInt, sampleOptions, trainingOptions } from "../model/train_options.ts";
 import { defineStage, localPaths, type StageContext } from "../pipeline/stage.ts";
-import { ConfigError, KilnError } from "../pipeline/errors.ts";
+import { ConfigError, StageError } from "../pipeline/errors.ts";
 import { fingerprintFiles } from "../pipeline/files.ts";
 import {
   loadModelDir,
@@ -272,7 +272,7 @@ async function readData(ctx: StageContext<SftConfig, "model">, template: ChatTem
     ctx.log(`skipped ${tooLong} conversations longer than ${T} tokens`);
   }
   if (trainSet.kept.length === 0) {
-    throw new KilnError(`stage "sft": no training conversation fits ${T} tokens`);
+    throw new StageError("sft", `no training conversation fits ${T} tokens`);
   }
   ctx.stats.set("examples", trainSet.kept.length);
   ctx.stats.set("valExamples", valSet.kept.length);

@@ -6,7 +6,7 @@
  * @module
  */
 import type { Artifact } from "../../pipeline/artifact.ts";
-import { DataError, KilnError } from "../../pipeline/errors.ts";
+import { DataError, StageError } from "../../pipeline/errors.ts";
 import { type LoadedModel, loadModelDir } from "../../model/checkpoint.ts";
 import { loadTokenizer, type Tokenizer } from "../../tokenizer/mod.ts";
 import { loadRewardModel, REWARD_STATS_FILE } from "../reward_model/artifact.ts";
@@ -59,8 +59,9 @@ export async function findTokenizer(
       return { tokenizer: await loadTokenizer(file), file };
     }
   }
-  throw new KilnError(
-    `stage "ppo": no tokenizer.json in the policy model's or the tokens artifact (${
+  throw new StageError(
+    "ppo",
+    `no tokenizer.json in the policy model's or the tokens artifact (${
       artifacts.filter((a) => a).map((a) => a!.dir).join(", ")
     })`,
   );
