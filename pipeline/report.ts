@@ -6,7 +6,7 @@
  * - `metrics.jsonl` in a stage's artifact (one JSON object a line, with `step` or `iteration`): one
  *   line chart per numeric field (loss, val_loss, lr, reward, kl…);
  * - a `funnel` stat, `[{ name, documents }]` in order: a bar chart of what each filter kept, and
- *   beside it, from a `filters` stat (`{ <filter>: { documents_in, dropped_documents, reasons } }`),
+ *   beside it, from a `filters` stat (`{ <filter>: { documentsIn, droppedDocuments, reasons } }`),
  *   each filter's drop reasons with a few of the documents it dropped (short excerpts, read from the
  *   artifact's `excluded/<filter>/` shards, boundedly), as datatrove's stats and examples give;
  * - a `dropped` stat (`{ <reason>: { documents, characters } }`, dedupe's exact vs near duplicates)
@@ -195,9 +195,9 @@ function examplesHtml(examples: Example[] | undefined): string {
 type FilterStats = Record<
   string,
   {
-    documents_in: number;
-    dropped_documents: number;
-    dropped_characters: number;
+    documentsIn: number;
+    droppedDocuments: number;
+    droppedCharacters: number;
     reasons: Record<string, number>;
   }
 >;
@@ -207,15 +207,15 @@ function filtersTable(filters: FilterStats, examples: Record<string, Record<stri
   const rows: string[] = [];
   for (const [name, f] of Object.entries(filters)) {
     rows.push(
-      `<tr class="filter"><th>${escape(name)}</th><td>${formatNumber(f.documents_in)} in</td><td>${
-        formatNumber(f.dropped_documents)
-      } dropped</td><td>${percent(f.dropped_documents, f.documents_in)}</td><td></td></tr>`,
+      `<tr class="filter"><th>${escape(name)}</th><td>${formatNumber(f.documentsIn)} in</td><td>${
+        formatNumber(f.droppedDocuments)
+      } dropped</td><td>${percent(f.droppedDocuments, f.documentsIn)}</td><td></td></tr>`,
     );
     const reasons = Object.entries(f.reasons ?? {}).sort((a, b) => b[1] - a[1]);
     for (const [reason, n] of reasons) {
       rows.push(
         `<tr><td class="reason">${escape(reason)}</td><td></td><td>${formatNumber(n)}</td><td>${
-          percent(n, f.documents_in)
+          percent(n, f.documentsIn)
         }</td><td>${examplesHtml(examples[name]?.[reason])}</td></tr>`,
       );
     }
@@ -283,7 +283,7 @@ function flatten(value: unknown, prefix: string, out: [string, string][]) {
 }
 
 /** Stats drawn elsewhere in the section, left out of the generic table. */
-const DRAWN = new Set(["funnel", "filters", "dropped", "clusters", "malformed_line_list"]);
+const DRAWN = new Set(["funnel", "filters", "dropped", "clusters", "badLineList"]);
 
 async function stageBody(artifact: Artifact): Promise<string> {
   const stats = artifact.stats;
@@ -317,7 +317,7 @@ async function stageBody(artifact: Artifact): Promise<string> {
       dedupeHtml(
         stats.dropped as DroppedStats,
         stats.clusters as ClusterStats | undefined,
-        typeof stats.documents_in === "number" ? stats.documents_in : undefined,
+        typeof stats.documentsIn === "number" ? stats.documentsIn : undefined,
         examples.dedupe,
       ),
     );

@@ -159,7 +159,7 @@ export const dedupe = defineStage({
     if (fallback) ctx.log(`minhash.gpu: ${fallback}; some shards' signatures were computed on the CPU`);
     if (params) {
       const devices = [...new Set(signatures.map((s) => s.gpuDevice ? `webgpu: ${s.gpuDevice}` : "cpu"))];
-      ctx.stats.set("minhash_signatures_on", devices.sort().join(", "));
+      ctx.stats.set("minhashSignaturesOn", devices.sort().join(", "));
     }
     const index: SignatureIndex = {
       format: "kiln-dedupe-signatures/1",
@@ -212,7 +212,7 @@ export const dedupe = defineStage({
         args: { runs, band, pairsPath: pairsPath(band), skipBelow: external },
       })),
     );
-    ctx.stats.set("candidate_pairs", pairs.reduce((a, p) => a + p.pairs, 0));
+    ctx.stats.set("candidatePairs", pairs.reduce((a, p) => a + p.pairs, 0));
 
     // 3. Clusters (one step, checkpointed as a whole).
     type Plan = { removed: FilterArgs["removed"][]; representatives: FilterArgs["representatives"][] };
@@ -250,9 +250,9 @@ export const dedupe = defineStage({
     }
     const kept = results.reduce((a, r) => a + r.kept, 0);
     const documentsIn = signatures.reduce((a, s) => a + s.docs, 0);
-    ctx.stats.set("documents_in", documentsIn);
-    ctx.stats.set("documents_out", kept);
-    ctx.stats.set("characters_out", results.reduce((a, r) => a + r.keptCharacters, 0));
+    ctx.stats.set("documentsIn", documentsIn);
+    ctx.stats.set("documentsOut", kept);
+    ctx.stats.set("charactersOut", results.reduce((a, r) => a + r.keptCharacters, 0));
     ctx.stats.set("dropped", dropped);
     ctx.log(
       `${documentsIn} documents in, ${kept} kept; removed ${

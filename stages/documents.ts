@@ -318,6 +318,6 @@ export function reportBadLines(
       ctx.log(`${inputs[i]}: ${r.badLineCount - r.badLines.length} more malformed lines not listed`);
     }
   });
-  ctx.stats.set("malformed_lines", total);
-  if (listed.length) ctx.stats.set("malformed_line_list", listed.slice(0, 1000));
+  ctx.stats.set("badLines", total);
+  if (listed.length) ctx.stats.set("badLineList", listed.slice(0, 1000));
 }

@@ -234,11 +234,11 @@ export const exportParquet = defineStage({
     for (const name of outNames) bytes += (await Deno.stat(ctx.out.path(name))).size;
     ctx.stats.set("documents", sum((r) => r.documents));
     ctx.stats.set("files", outNames.length);
-    ctx.stats.set("row_groups", sum((r) => r.rowGroups));
+    ctx.stats.set("rowGroups", sum((r) => r.rowGroups));
     ctx.stats.set("bytes", bytes);
-    if (sum((r) => r.badLines)) ctx.stats.set("malformed_lines", sum((r) => r.badLines));
+    if (sum((r) => r.badLines)) ctx.stats.set("badLines", sum((r) => r.badLines));
     if (sum((r) => r.mismatches)) {
-      ctx.stats.set("column_type_mismatches", sum((r) => r.mismatches));
+      ctx.stats.set("columnTypeMismatches", sum((r) => r.mismatches));
       ctx.log(`${sum((r) => r.mismatches)} meta values were not of their column's type; written as null`);
     }
   },

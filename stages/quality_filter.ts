@@ -159,38 +159,38 @@ export const qualityFilter = defineStage({
     for (const r of results) {
       for (const [name, c] of Object.entries(r.filters)) {
         const t = filters[name] ??= {
-          documents_in: 0,
-          characters_in: 0,
-          dropped_documents: 0,
-          dropped_characters: 0,
+          documentsIn: 0,
+          charactersIn: 0,
+          droppedDocuments: 0,
+          droppedCharacters: 0,
           reasons: {},
           changes: {},
         };
-        t.documents_in += c.documents_in;
-        t.characters_in += c.characters_in;
-        t.dropped_documents += c.dropped_documents;
-        t.dropped_characters += c.dropped_characters;
+        t.documentsIn += c.documentsIn;
+        t.charactersIn += c.charactersIn;
+        t.droppedDocuments += c.droppedDocuments;
+        t.droppedCharacters += c.droppedCharacters;
         for (const [k, n] of Object.entries(c.reasons)) t.reasons[k] = (t.reasons[k] ?? 0) + n;
         for (const [k, n] of Object.entries(c.changes)) t.changes[k] = (t.changes[k] ?? 0) + n;
       }
     }
     const sum = (f: (r: FilterShardResult) => number) => results.reduce((a, r) => a + f(r), 0);
-    ctx.stats.set("documents_in", sum((r) => r.documents));
-    ctx.stats.set("characters_in", sum((r) => r.characters));
-    ctx.stats.set("documents_out", sum((r) => r.kept));
-    ctx.stats.set("characters_out", sum((r) => r.keptCharacters));
+    ctx.stats.set("documentsIn", sum((r) => r.documents));
+    ctx.stats.set("charactersIn", sum((r) => r.characters));
+    ctx.stats.set("documentsOut", sum((r) => r.kept));
+    ctx.stats.set("charactersOut", sum((r) => r.keptCharacters));
     ctx.stats.set("filters", filters);
     // The run report draws this as the filter funnel: documents left after each filter, in chain order.
     ctx.stats.set("funnel", [
       { name: "input", documents: sum((r) => r.documents) },
       ...Object.entries(filters).map(([name, c]) => ({
         name,
-        documents: c.documents_in - c.dropped_documents,
+        documents: c.documentsIn - c.droppedDocuments,
       })),
     ]);
     ctx.log(
       `${sum((r) => r.documents)} documents in, ${sum((r) => r.kept)} kept; dropped ${
-        Object.entries(filters).map(([n, c]) => `${c.dropped_documents} by ${n}`).join(", ")
+        Object.entries(filters).map(([n, c]) => `${c.droppedDocuments} by ${n}`).join(", ")
       }`,
     );
     const warning = keptTooFewWarning(sum((r) => r.documents), sum((r) => r.kept), filters);
@@ -208,16 +208,16 @@ const KEPT_SHARE_WARNING = 0.05;
 export function keptTooFewWarning(
   documentsIn: number,
   kept: number,
-  filters: Record<string, { dropped_documents: number }>,
+  filters: Record<string, { droppedDocuments: number }>,
 ): string | undefined {
   if (documentsIn < 20 || kept >= documentsIn * KEPT_SHARE_WARNING) return undefined;
   const [worst, counts] =
-    Object.entries(filters).sort((a, b) => b[1].dropped_documents - a[1].dropped_documents)[0];
+    Object.entries(filters).sort((a, b) => b[1].droppedDocuments - a[1].droppedDocuments)[0];
   const hint = worst === "classifier"
     ? " The classifier keeps a document when a Pareto draw (GPT-3's rule, alpha 9) beats 1 − its score, so it " +
       "keeps little of a crawl that looks unlike the reference corpus: use a reference closer to the crawl, " +
       'mode: "threshold" with a lower threshold, or a smaller alpha.'
     : "";
   return `only ${kept} of ${documentsIn} documents kept (${(100 * kept / documentsIn).toFixed(1)} %); ` +
-    `${worst} dropped ${counts.dropped_documents}.${hint}`;
+    `${worst} dropped ${counts.droppedDocuments}.${hint}`;
 }

@@ -126,7 +126,7 @@ Deno.test({
         // deno-lint-ignore no-explicit-any -- stats are free-form JSON
         const stats = artifact.stats as Record<string, any>;
         assert.ok(stats.dropped["near-duplicate"].documents > 0, "the corpus has near duplicates to find");
-        assert.equal(stats.minhash_signatures_on.startsWith("webgpu: "), gpu, stats.minhash_signatures_on);
+        assert.equal(stats.minhashSignaturesOn.startsWith("webgpu: "), gpu, stats.minhashSignaturesOn);
         digests.push(artifact.digest);
       }
       assert.equal(digests[1], digests[0], "every output file is byte-identical with gpu: true");

@@ -48,9 +48,9 @@ Deno.test("SpamAssassin spam: clusters of near-duplicates, the same with 1 and 4
     const stats = one.artifact.stats as Record<string, any>;
     const kept = await documents(one.artifact);
     const removed = await documents(one.artifact, "excluded/dedupe/");
-    assert.equal(stats.documents_in, 1896);
+    assert.equal(stats.documentsIn, 1896);
     assert.equal(kept.length + removed.length, 1896, "every document is kept or written aside");
-    assert.equal(stats.documents_out, kept.length);
+    assert.equal(stats.documentsOut, kept.length);
 
     // Every removed document names a kept one, and (for near duplicates) is really similar to it.
     const byId = new Map(kept.map((d) => [d.id, d]));
@@ -117,13 +117,13 @@ Deno.test("malformed lines and bytes that are not UTF-8 are reported with file a
     const artifact = result.artifacts["dedupe"];
     // deno-lint-ignore no-explicit-any -- stats are free-form JSON
     const stats = artifact.stats as Record<string, any>;
-    assert.equal(stats.malformed_lines, 3);
-    assert.deepEqual(stats.malformed_line_list.map((l: string) => l.split(": ")[0]), [
+    assert.equal(stats.badLines, 3);
+    assert.deepEqual(stats.badLineList.map((l: string) => l.split(": ")[0]), [
       "part-00000.jsonl:2",
       "part-00001.jsonl:1",
       "part-00001.jsonl:3",
     ]);
-    assert.match(stats.malformed_line_list[1], /not UTF-8/);
+    assert.match(stats.badLineList[1], /not UTF-8/);
     assert.deepEqual((await documents(artifact)).map((d) => d.id), ["a0", "a1", "b0", "b3"]);
     const removed = await documents(artifact, "excluded/dedupe/");
     assert.deepEqual(removed.map((d) => [d.id, d.meta!.dedupe]), [

@@ -76,7 +76,7 @@ Deno.test("custom filters from TypeScript: a function and a { schema, build } mo
     const stats = artifact.stats as Record<string, any>;
     assert.deepEqual(Object.keys(stats.filters), ["length", "noShouting", "minLetters", "pii"]);
     assert.deepEqual(stats.filters.noShouting.reasons, { too_much_upper_case: 2 });
-    assert.equal(stats.filters.minLetters.documents_in, 3);
+    assert.equal(stats.filters.minLetters.documentsIn, 3);
     assert.deepEqual(stats.filters.pii.changes, { emails_masked: 1, ips_masked: 0 });
   } finally {
     await Deno.remove(workdir, { recursive: true });

@@ -85,15 +85,15 @@ Deno.test("quality-filter stage: exclusion shards with reasons, per-filter stats
     assert.equal(one.artifact.digest, four.artifact.digest);
     // deno-lint-ignore no-explicit-any -- stats are free-form JSON
     const stats = one.artifact.stats as Record<string, any>;
-    assert.equal(stats.malformed_lines, 1);
-    assert.match(stats.malformed_line_list[0], /^part-00002\.jsonl:2: not JSON/);
-    assert.equal(stats.documents_in, docs.length);
+    assert.equal(stats.badLines, 1);
+    assert.match(stats.badLineList[0], /^part-00002\.jsonl:2: not JSON/);
+    assert.equal(stats.documentsIn, docs.length);
     // The funnel: each filter sees what the one before it kept.
     const names = Object.keys(stats.filters);
     assert.deepEqual(names, ["gopher_repetition", "gopher_quality", "c4", "fineweb", "classifier", "pii"]);
     for (let i = 1; i < names.length; i++) {
       const before = stats.filters[names[i - 1]];
-      assert.equal(stats.filters[names[i]].documents_in, before.documents_in - before.dropped_documents);
+      assert.equal(stats.filters[names[i]].documentsIn, before.documentsIn - before.droppedDocuments);
     }
     // Kept and excluded documents account for every input document, each excluded one with its reason.
     let kept = 0, excluded = 0, brownKept = 0;
@@ -111,7 +111,7 @@ Deno.test("quality-filter stage: exclusion shards with reasons, per-filter stats
       }
     }
     assert.equal(kept + excluded, docs.length);
-    assert.equal(kept, stats.documents_out);
+    assert.equal(kept, stats.documentsOut);
     assert.ok(brownKept >= 36, `Brown samples kept: ${brownKept} of 40`);
     assert.ok(kept - brownKept <= 12, `spam kept: ${kept - brownKept} of 120`);
     assert.ok(one.artifact.files().includes("classifier.json"));

@@ -57,8 +57,8 @@ Deno.test("export-parquet writes HF-style shards that DuckDB and kiln's reader r
       "data/train-00001-of-00002.parquet",
     ]);
     assert.equal(artifact.stats.documents, 4);
-    assert.equal(artifact.stats.row_groups, 4);
-    assert.equal(artifact.stats.column_type_mismatches, 1, "langScore 'high' is not a double");
+    assert.equal(artifact.stats.rowGroups, 4);
+    assert.equal(artifact.stats.columnTypeMismatches, 1, "langScore 'high' is not a double");
 
     // kiln's reader: the same documents (lifted columns and the JSON meta merged back), in order.
     const back: Document[] = [];

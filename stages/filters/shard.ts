@@ -13,10 +13,10 @@ const MAX_LISTED_BAD_LINES = 100;
 
 /** Counts of one filter, datatrove style. */
 export interface FilterCounts {
-  documents_in: number;
-  characters_in: number;
-  dropped_documents: number;
-  dropped_characters: number;
+  documentsIn: number;
+  charactersIn: number;
+  droppedDocuments: number;
+  droppedCharacters: number;
   /** Dropped documents per reason. */
   reasons: Record<string, number>;
   /** Changes to kept documents (lines removed by C4, addresses masked…). */
@@ -47,10 +47,10 @@ export async function filterShard(args: FilterShardArgs, env: ShardEnv): Promise
   const filters: Record<string, FilterCounts> = {};
   for (const step of chain.steps) {
     filters[step.name] = {
-      documents_in: 0,
-      characters_in: 0,
-      dropped_documents: 0,
-      dropped_characters: 0,
+      documentsIn: 0,
+      charactersIn: 0,
+      droppedDocuments: 0,
+      droppedCharacters: 0,
       reasons: {},
       changes: {},
     };
@@ -75,11 +75,11 @@ export async function filterShard(args: FilterShardArgs, env: ShardEnv): Promise
     result.characters += doc.text.length;
     const verdict = chain.apply(doc, (name, v, before) => {
       const c = filters[name];
-      c.documents_in++;
-      c.characters_in += before.text.length;
+      c.documentsIn++;
+      c.charactersIn += before.text.length;
       if ("drop" in v) {
-        c.dropped_documents++;
-        c.dropped_characters += before.text.length;
+        c.droppedDocuments++;
+        c.droppedCharacters += before.text.length;
         c.reasons[v.drop] = (c.reasons[v.drop] ?? 0) + 1;
       } else if (v.changes) {
         for (const [k, n] of Object.entries(v.changes)) c.changes[k] = (c.changes[k] ?? 0) + n;
