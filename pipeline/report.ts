@@ -20,7 +20,6 @@
  */
 import type { Artifact } from "./artifact.ts";
 import type { StageStatus } from "./pipeline.ts";
-import { EXCLUDED_DIR, isDocumentShard, readDocuments } from "../stages/documents.ts";
 
 /** The report's file name in the workdir for a pipeline (`report-<pipeline>.html`). */
 export function reportFileName(pipeline: string): string {
@@ -92,7 +91,7 @@ async function readMetrics(artifact: Artifact): Promise<Record<string, unknown>[
   return text.split("\n").filter(Boolean).map((line) => JSON.parse(line));
 }
 
-/** An excluded document, as the report shows it. */
+/** An excluded document, as the report shows it (stages record them in their `examples` stat). */
 export interface Example {
   id: string;
   url?: string;
@@ -102,72 +101,6 @@ export interface Example {
   characters: number;
   /** For a duplicate: the id of the document kept instead. */
   duplicateOf?: string;
-}
-
-/** Options of {@linkcode excludedExamples}. */
-export interface ExampleOptions {
-  /** Examples kept per reason (default 3). */
-  perReason?: number;
-  /** Documents read at most per excluded folder (default 2,000): the report stays fast on big runs. */
-  maxDocuments?: number;
-  /** Characters of text shown (default 280). */
-  excerptChars?: number;
-}
-
-/**
- * The first few documents each filter dropped, by reason: `{ <folder under excluded/>: { <reason>:
- * Example[] } }`. The reason is `meta.filter_reason` (quality filter) or `meta.dedupe.reason`
- * (dedupe), else the folder's name. Reads each folder's shards in order and stops once every
- * reason has its examples or `maxDocuments` were read.
- */
-export async function excludedExamples(
-  artifact: Artifact,
-  opts: ExampleOptions = {},
-): Promise<Record<string, Record<string, Example[]>>> {
-  const { perReason = 3, maxDocuments = 2000, excerptChars = 280 } = opts;
-  const folders = new Map<string, string[]>();
-  for (const file of artifact.files()) {
-    if (!file.startsWith(EXCLUDED_DIR) || !isDocumentShard(file)) continue;
-    const folder = file.slice(EXCLUDED_DIR.length).split("/")[0];
-    if (!folders.has(folder)) folders.set(folder, []);
-    folders.get(folder)!.push(file);
-  }
-  const out: Record<string, Record<string, Example[]>> = {};
-  for (const [folder, files] of folders) {
-    const expected = expectedReasons(artifact.stats, folder);
-    const reasons: Record<string, Example[]> = out[folder] = {};
-    const full = () => expected.length > 0 && expected.every((r) => (reasons[r]?.length ?? 0) >= perReason);
-    let read = 0;
-    files: for (const file of files) {
-      for await (const { doc } of readDocuments(artifact.path(file))) {
-        if (++read > maxDocuments || full()) break files;
-        const dedupe = doc.meta?.dedupe as { reason?: string; duplicate_of?: string } | undefined;
-        const reason = String(doc.meta?.filter_reason ?? dedupe?.reason ?? folder);
-        const list = reasons[reason] ??= [];
-        if (list.length >= perReason) continue;
-        const text = doc.text.replace(/\s+/g, " ").trim();
-        list.push({
-          id: doc.id,
-          url: doc.url,
-          excerpt: text.length > excerptChars ? text.slice(0, excerptChars) + "…" : text,
-          characters: doc.text.length,
-          duplicateOf: dedupe?.duplicate_of,
-        });
-      }
-    }
-  }
-  return out;
-}
-
-/** The reasons the stats say a folder's documents were dropped for (to know when to stop reading). */
-function expectedReasons(stats: Record<string, unknown>, folder: string): string[] {
-  const filters = stats.filters as Record<string, { reasons?: Record<string, number> }> | undefined;
-  if (filters?.[folder]?.reasons) return Object.keys(filters[folder].reasons!);
-  const dropped = stats.dropped as Record<string, { documents?: number }> | undefined;
-  if (folder === "dedupe" && dropped) {
-    return Object.entries(dropped).filter(([, d]) => (d.documents ?? 0) > 0).map(([r]) => r);
-  }
-  return [];
 }
 
 const percent = (part: number, whole: number) => whole ? `${(100 * part / whole).toFixed(1)} %` : "";
@@ -299,8 +232,7 @@ async function stageBody(artifact: Artifact): Promise<string> {
       }</table>`,
     );
   }
-  const hasExcluded = artifact.files().some((f) => f.startsWith(EXCLUDED_DIR));
-  const examples = hasExcluded ? await excludedExamples(artifact) : {};
+  const examples = (stats.examples ?? {}) as Record<string, Record<string, Example[]>>;
   const funnel = stats.funnel;
   if (Array.isArray(funnel)) {
     const chart = barChart(

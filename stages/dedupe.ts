@@ -26,8 +26,7 @@ import { openArtifact } from "../pipeline/artifact.ts";
 import { ConfigError } from "../pipeline/errors.ts";
 import { fingerprintFiles } from "../pipeline/files.ts";
 import { defineStage } from "../pipeline/stage.ts";
-import { documentShards } from "./documents.ts";
-import { outputNames, reportBadLines } from "./documents.ts";
+import { documentShards, excludedExamples, outputNames, reportBadLines } from "./documents.ts";
 import { readPairs, type Run, UnionFind } from "./dedupe/buckets.ts";
 import type { MinHashParams } from "./dedupe/minhash.ts";
 import { webGpuUnavailable } from "./dedupe/minhash_gpu.ts";
@@ -259,6 +258,9 @@ export const dedupe = defineStage({
         REASONS.map((r) => `${dropped[r].documents} ${r}`).join(", ")
       }`,
     );
+    // A few of the removed documents per reason, for the report.
+    const written = await ctx.out.list();
+    ctx.stats.set("examples", await excludedExamples(written, (f) => ctx.out.path(f), ctx.stats.toJSON()));
   },
 });
 

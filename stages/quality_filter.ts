@@ -28,7 +28,7 @@ import { moduleGraph } from "../pipeline/code_hash.ts";
 import { ConfigError } from "../pipeline/errors.ts";
 import { fingerprintFiles } from "../pipeline/files.ts";
 import { defineStage, localPaths, type StageContext } from "../pipeline/stage.ts";
-import { documentShards, outputNames, reportBadLines } from "./documents.ts";
+import { documentShards, excludedExamples, outputNames, reportBadLines } from "./documents.ts";
 import {
   buildChain,
   type ChainOptions,
@@ -198,6 +198,9 @@ export const qualityFilter = defineStage({
       ctx.stats.set("warning", warning);
       ctx.log(`warning: ${warning}`);
     }
+    // A few of the dropped documents per reason, for the report.
+    const written = await ctx.out.list();
+    ctx.stats.set("examples", await excludedExamples(written, (f) => ctx.out.path(f), ctx.stats.toJSON()));
   },
 });
 

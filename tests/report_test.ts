@@ -4,7 +4,8 @@
 import { strict as assert } from "node:assert";
 import { join } from "node:path";
 import { pipeline } from "../pipeline/pipeline.ts";
-import { excludedExamples, reportFileName } from "../pipeline/report.ts";
+import { reportFileName } from "../pipeline/report.ts";
+import { excludedExamples } from "../stages/documents.ts";
 import { openArtifact } from "../pipeline/artifact.ts";
 import { crawl } from "../stages/crawl.ts";
 import { dedupe } from "../stages/dedupe.ts";
@@ -119,14 +120,16 @@ Deno.test("examples are bounded: a few per reason, and reading stops at maxDocum
       .pipe(qualityFilter({ gopher: false, length: { minWords: 10 } }))
       .execute({ quiet: true });
     const artifact = (await openArtifact(result.artifacts["quality-filter"].dir))!;
-    const all = await excludedExamples(artifact, { perReason: 3 });
+    const read = (opts: Parameters<typeof excludedExamples>[3]) =>
+      excludedExamples(artifact.files(), (f) => artifact.path(f), artifact.stats, opts);
+    const all = await read({ perReason: 3 });
     const [reason, examples] = Object.entries(all["length"])[0];
     assert.ok(reason);
     assert.deepEqual(examples.map((e) => e.id), ["s0", "s1", "s2"]);
     assert.equal(examples[0].excerpt, "short 0.");
-    const one = await excludedExamples(artifact, { perReason: 3, maxDocuments: 1 });
+    const one = await read({ perReason: 3, maxDocuments: 1 });
     assert.deepEqual(Object.values(one["length"]).flat().map((e) => e.id), ["s0"]);
-    const cut = await excludedExamples(artifact, { excerptChars: 3 });
+    const cut = await read({ excerptChars: 3 });
     assert.equal(Object.values(cut["length"])[0][0].excerpt, "sho…");
   } finally {
     await Deno.remove(dir, { recursive: true });
