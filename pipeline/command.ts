@@ -22,9 +22,8 @@ import { dirname, resolve } from "node:path";
 import { fileURLToPath as fromFileUrl } from "node:url";
 import { parseArgs } from "node:util";
 import { InterruptedError, isKilnError, LockedError } from "./errors.ts";
-import type { Pipeline, StageStatus } from "./pipeline.ts";
+import type { ExecuteOptions, RunResult, StageStatus } from "./run_types.ts";
 import { formatDuration } from "./progress.ts";
-import type { Kind } from "./stage.ts";
 
 const COMMANDS = ["run", "status", "plan", "gc", "report", "stages"] as const;
 /** kiln's folder, when it is loaded from files: where `deno task kiln` runs. */
@@ -33,6 +32,15 @@ const KILN_ROOT = import.meta.url.startsWith("file:")
   : "";
 type Command = typeof COMMANDS[number];
 
+/** What the command line needs of a pipeline: a `Pipeline`, seen by its shape (pipeline.ts imports this module). */
+export interface CommandPipeline {
+  readonly name: string;
+  execute(opts: ExecuteOptions & { command: "status" | "plan" }): Promise<StageStatus[]>;
+  execute(opts: ExecuteOptions & { command: "gc" }): Promise<{ removed: string[]; bytes: number }>;
+  execute(opts: ExecuteOptions & { command: "report" }): Promise<{ path: string }>;
+  execute(opts?: ExecuteOptions & { command?: "run" }): Promise<RunResult>;
+}
+
 /**
  * What the `kiln` command (cli/kiln.ts) adds to a pipeline file's CLI: pipelines from YAML files, the
  * list of built-in stages, and tools that work on a model directory rather than on a pipeline. Passed
@@ -40,7 +48,7 @@ type Command = typeof COMMANDS[number];
  */
 export interface KilnCommand {
   /** Loads a YAML pipeline (its path is absolute). */
-  loadYaml(file: string): Promise<Pipeline<Kind | null>>;
+  loadYaml(file: string): Promise<CommandPipeline>;
   /** The built-in stages, one line each, or their settings as Markdown (`--docs`). */
   stages(docs: boolean): Promise<string>;
   /** `kiln sample …`, `kiln score …`. */
@@ -78,7 +86,7 @@ flags:
 /** Runs the CLI of a pipeline file (`pipeline`) or the `kiln` command (`kiln`); returns the exit code. */
 export async function main(
   args: string[],
-  opts: { pipeline?: Pipeline<Kind | null>; kiln?: KilnCommand } = {},
+  opts: { pipeline?: CommandPipeline; kiln?: KilnCommand } = {},
 ): Promise<number> {
   const tools = opts.kiln?.tools ?? {};
   if (!opts.pipeline && args[0] in tools) {
@@ -277,7 +285,7 @@ function report(e: unknown): number {
   return 1;
 }
 
-function printStatus(p: Pipeline<Kind | null>, statuses: StageStatus[], command: "status" | "plan") {
+function printStatus(p: CommandPipeline, statuses: StageStatus[], command: "status" | "plan") {
   const width = Math.max(8, ...statuses.map((s) => s.id.length)) + 2;
   console.log(`pipeline ${p.name}`);
   for (const s of statuses) {

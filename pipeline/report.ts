@@ -19,7 +19,7 @@
  * @module
  */
 import type { Artifact } from "./artifact.ts";
-import type { StageStatus } from "./pipeline.ts";
+import type { StageStatus } from "./run_types.ts";
 
 /** The report's file name in the workdir for a pipeline (`report-<pipeline>.html`). */
 export function reportFileName(pipeline: string): string {
