@@ -75,9 +75,12 @@ Deno.test("an endless site: maxPages URLs are fetched and no more are ever queue
     hits.push(path);
     const n = Number(path.slice(1)) || 0;
     const links = [1, 2, 3, 4, 5].map((k) => `<a href="/${n * 5 + k}">more</a>`).join("");
-    return new Response(`<title>${n}</title><p>Page ${n} of an endless site, with a sentence of its own.</p>${links}`, {
-      headers: { "content-type": "text/html" },
-    });
+    return new Response(
+      `<title>${n}</title><p>Page ${n} of an endless site, with a sentence of its own.</p>${links}`,
+      {
+        headers: { "content-type": "text/html" },
+      },
+    );
   });
   const dir = await Deno.makeTempDir();
   try {

@@ -1,7 +1,6 @@
 import { strict as assert } from "node:assert";
 import { join } from "node:path";
 import { pipeline } from "../pipeline/pipeline.ts";
-import { PipelineError } from "../pipeline/errors.ts";
 import { loadPipelineYaml } from "../pipeline/yaml.ts";
 import { builtinStage } from "../stages/registry.ts";
 import { mix, repeatsFor } from "../stages/mix.ts";

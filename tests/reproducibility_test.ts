@@ -9,7 +9,17 @@ import { join } from "node:path";
 import type { RunResult } from "../pipeline/pipeline.ts";
 import { demo } from "../examples/demo.ts";
 
-const STAGES = ["crawl", "dedupe", "quality-filter", "books", "mix", "pretrain", "sft", "reward-model", "ppo"];
+const STAGES = [
+  "crawl",
+  "dedupe",
+  "quality-filter",
+  "books",
+  "mix",
+  "pretrain",
+  "sft",
+  "reward-model",
+  "ppo",
+];
 
 /** Per stage: its key, its content digest, and each file's SHA-256. */
 function fingerprint(result: RunResult) {

@@ -5,13 +5,7 @@ import { PieceCounter, trainBpe } from "../tokenizer/mod.ts";
 import { readSftData } from "../chat/data.ts";
 import { ChatTemplate } from "../chat/template.ts";
 import { batchRows, packRows } from "../chat/packing.ts";
-import {
-  checkResponse,
-  corruptAnswers,
-  expectedAnswer,
-  generateTasks,
-  responseScore,
-} from "../chat/task.ts";
+import { checkResponse, corruptAnswers, expectedAnswer, generateTasks, responseScore } from "../chat/task.ts";
 import { rankByChecker, readComparisons } from "../stages/reward_model/data.ts";
 import { Rng } from "../model/rng.ts";
 
