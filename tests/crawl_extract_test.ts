@@ -4,7 +4,7 @@
 import { strict as assert } from "node:assert";
 import { join } from "node:path";
 import { decodeHtml, detectLanguage, extractText } from "../stages/crawl/extract.ts";
-import { parseHtml, textOf } from "../stages/crawl/html.ts";
+import { type HtmlElement, parseHtml, textOf, walk } from "../stages/crawl/html.ts";
 import { nonPageReason, sniffMediaType } from "../stages/crawl/records.ts";
 import { pipeline } from "../pipeline/pipeline.ts";
 import { crawl } from "../stages/crawl.ts";
@@ -123,6 +123,28 @@ Deno.test("the tree builder closes what HTML leaves open and ignores stray end t
     "li",
     "li",
   ]);
+});
+
+Deno.test("entities are decoded as browsers do: in text and attributes, not in script or style", () => {
+  const root = parseHtml(
+    `<title>Fish &amp; chips</title><p class="a&amp;b &copy=x" id=x&lt;y>AT&amp;T &copy 2024 &notit; &#x41;&#66</p>` +
+      `<script>if (a &amp;&amp; b) x = "&lt;";</script><svg><style>s &amp; t</style></svg><textarea>&lt;b&gt;</textarea>`,
+  );
+  const find = (tag: string) => {
+    let found: HtmlElement | undefined;
+    walk(root, (el) => {
+      if (!found && el.tag === tag) found = el;
+    });
+    return found!;
+  };
+  assert.equal(textOf(find("title")), "Fish & chips");
+  // In an attribute, `&copy=` is not an entity (a URL's query), and `&lt;` is one.
+  assert.deepEqual(find("p").attrs, { class: "a&b &copy=x", id: "x<y" });
+  // In text, the legacy entities work without `;` (`&copy`, `&not` of `&notit;`), as do numeric ones.
+  assert.equal(textOf(find("p")), "AT&T © 2024 ¬it; AB");
+  assert.equal(textOf(find("script")), 'if (a &amp;&amp; b) x = "&lt;";');
+  assert.equal(textOf(find("style")), "s & t", "<style> in SVG is markup, not raw text");
+  assert.equal(textOf(find("textarea")), "<b>");
 });
 
 Deno.test("a page that never closes <head> has its body from the first element that can't be in a head", () => {
@@ -308,6 +330,16 @@ Deno.test("language: `und` for words that are not language; a threshold separate
   }
   // More evidence, more certainty.
   assert.ok(detectLanguage(prose[3][0]).score > detectLanguage(prose[0][0]).score);
+});
+
+Deno.test("language: a long text is identified from its beginning, whatever follows", () => {
+  const german = "Der schnelle braune Fuchs springt über den faulen Hund und läuft weiter durch den Wald. ";
+  const english = "The quick brown fox jumps over the lazy dog and keeps running through the forest. ";
+  const head = german.repeat(14); // over 1,000 characters
+  const found = detectLanguage(head);
+  assert.equal(found.lang, "de");
+  assert.deepEqual(detectLanguage(head + english.repeat(30)), found);
+  assert.equal(detectLanguage(english.repeat(14) + german.repeat(30)).lang, "en");
 });
 
 Deno.test("records that are not pages: robots.txt, sitemaps, metadata; bodies without a Content-Type are sniffed", () => {

@@ -56,6 +56,8 @@ function decoderFor(label: string | undefined): TextDecoder | undefined {
 
 const META_CHARSET = /<meta[^>]+charset\s*=\s*["']?\s*([\w.:-]+)/i;
 const strictUtf8 = new TextDecoder("utf-8", { fatal: true });
+/** Reads the first bytes of a page as ASCII-compatible text, to find its `<meta>` charset. */
+const latin1 = new TextDecoder("latin1");
 
 /** The bytes as UTF-8, or undefined when they are not valid UTF-8. */
 function asUtf8(bytes: Uint8Array): string | undefined {
@@ -151,7 +153,7 @@ export function decodeHtml(bytes: Uint8Array, contentType?: string): Decoded {
   let declared: TextDecoder | undefined = decoderFor(charsetOf(contentType));
   let source: Decoded["source"] = "http";
   if (!declared) {
-    const prescan = new TextDecoder("latin1").decode(bytes.subarray(0, 4096));
+    const prescan = latin1.decode(bytes.subarray(0, 4096));
     declared = decoderFor(META_CHARSET.exec(prescan)?.[1]);
     source = "meta";
     // A page cannot really be UTF-16 if its meta tag was readable as ASCII (HTML standard rule).

@@ -132,6 +132,21 @@ const HEAD_CONTENT = new Set([
   "param",
 ]);
 
+/** What the tree builder knows of one tag name (see `IMPLIES_CLOSE`, `VOID`, `HEAD_CONTENT`, `RAW_TEXT`). */
+interface TagState {
+  tag: string;
+  /** Open elements of this tag. */
+  open: number;
+  closes: Set<string> | undefined;
+  isVoid: boolean;
+  inHead: boolean;
+  /** In `dropContent`. */
+  drop: boolean;
+  raw: boolean;
+  /** `<svg>`, `<math>`. */
+  foreign: boolean;
+}
+
 /** Options of {@linkcode parseHtml}. */
 export interface ParseHtmlOptions {
   /** Elements kept as empty leaves: their content (text and elements) is dropped while parsing. */
@@ -148,7 +163,29 @@ export function parseHtml(html: string, options: ParseHtmlOptions = {}): HtmlEle
   const dropContent = options.dropContent;
   const keepAttribute = options.attributes;
   let keep = false; // whether the attribute being read is kept
-  const longestKept = Math.max(0, ...[...keepAttribute ?? []].map((name) => name.length));
+  // The kept names by length: a name is matched in place, without building a string for every
+  // attribute of the page (most are not kept).
+  const keptByLength: string[][] = [];
+  for (const name of keepAttribute ?? []) (keptByLength[name.length] ??= []).push(name);
+  /** The kept name that `html[start, end)` is, lower-cased, if any. */
+  const keptName = (start: number, end: number): string | undefined => {
+    const names = keptByLength[end - start];
+    if (!names) return undefined;
+    for (const name of names) {
+      let i = 0;
+      for (; i < name.length; i++) {
+        let c = html.charCodeAt(start + i);
+        if (c >= 128) { // lower-casing outside ASCII has its own rules (the Kelvin sign is a `k`)
+          const lower = html.slice(start, end).toLowerCase();
+          return keepAttribute!.has(lower) ? lower : undefined;
+        }
+        if (c >= 65 && c <= 90) c += 32;
+        if (c !== name.charCodeAt(i)) break;
+      }
+      if (i === name.length) return name;
+    }
+    return undefined;
+  };
   let count = 0;
   const element = (tag: string): HtmlElement => ({
     index: count++,
@@ -157,11 +194,52 @@ export function parseHtml(html: string, options: ParseHtmlOptions = {}): HtmlEle
     parent: undefined,
     children: [],
   });
+  // What the rules below need of each tag name, looked up once per start or end tag in a table of the
+  // page's own tags (a few dozen), with the count of its open elements.
+  const tags = new Map<string, TagState>();
+  const stateOf = (tag: string): TagState => {
+    let state = tags.get(tag);
+    if (!state) {
+      state = {
+        tag,
+        open: 0,
+        closes: IMPLIES_CLOSE.get(tag),
+        isVoid: VOID.has(tag),
+        inHead: HEAD_CONTENT.has(tag),
+        drop: dropContent?.has(tag) ?? false,
+        raw: RAW_TEXT.has(tag),
+        foreign: tag === "svg" || tag === "math",
+      };
+      tags.set(tag, state);
+    }
+    return state;
+  };
+  // Tag names as read: a small table by length and first and last letters, checked in place, saves
+  // building and lower-casing a string and looking it up for nearly every tag of a page.
+  const recent: (TagState | undefined)[] = new Array(256);
+  const tagAt = (start: number, end: number): TagState => {
+    const length = end - start;
+    const slot = (length * 7 + (html.charCodeAt(start) | 0x20) * 3 + (html.charCodeAt(end - 1) | 0x20)) & 255;
+    const known = recent[slot];
+    if (known && known.tag.length === length) {
+      const name = known.tag;
+      let i = 0;
+      for (; i < length; i++) {
+        let c = html.charCodeAt(start + i);
+        if (c >= 65 && c <= 90) c += 32;
+        else if (c >= 128) break; // lower-casing outside ASCII has its own rules
+        if (c !== name.charCodeAt(i)) break;
+      }
+      if (i === length) return known;
+    }
+    return recent[slot] = stateOf(html.slice(start, end).toLowerCase());
+  };
   const root = element("#root");
   const stack: HtmlElement[] = [root];
-  const openCount = new Map<string, number>();
+  const states: TagState[] = [stateOf("#root")]; // of the elements in `stack`
   let dropDepth = 0; // > 0 inside an element of `dropContent`
   let pending: HtmlElement | undefined; // the element whose start tag is being read
+  let pendingState = states[0];
   let attrName = "";
   let attrValue = "";
   let inForeign = 0; // inside <svg>/<math>, where `<x/>` closes itself
@@ -176,56 +254,65 @@ export function parseHtml(html: string, options: ParseHtmlOptions = {}): HtmlEle
     if (last >= 0 && typeof children[last] === "string") children[last] += text;
     else children.push(text);
   };
-  const pop = () => {
-    const el = stack.pop()!;
-    openCount.set(el.tag, openCount.get(el.tag)! - 1);
-    if (dropContent?.has(el.tag)) dropDepth--;
-    if (el.tag === "svg" || el.tag === "math") inForeign--;
-    return el;
+  const pop = (): TagState => {
+    stack.pop();
+    const state = states.pop()!;
+    state.open--;
+    if (state.drop) dropDepth--;
+    if (state.foreign) inForeign--;
+    return state;
   };
   let seenBody = false;
-  const open = (el: HtmlElement) => {
+  const open = (el: HtmlElement, state: TagState) => {
     // A page has one <html> and one <body>: a second (a document pasted into a post) adds nothing.
     if ((el.tag === "html" && stack.length > 1) || (el.tag === "body" && seenBody)) return;
     if (el.tag === "body") seenBody = true;
     // `</head>` may be left out: the body starts with `<body>` or with the first element that cannot be
     // in the head (the body's own start tag may be missing too).
-    if (top().tag === "head" && (el.tag === "body" || !HEAD_CONTENT.has(el.tag))) close("head");
-    else if (el.tag === "body" && openCount.get("head")) close("head");
-    const closes = IMPLIES_CLOSE.get(el.tag);
+    if (top().tag === "head" && (el.tag === "body" || !state.inHead)) close(stateOf("head"));
+    else if (el.tag === "body" && tags.get("head")?.open) close(stateOf("head"));
+    const closes = state.closes;
     if (closes) { while (stack.length > 1 && closes.has(top().tag)) pop(); }
     el.parent = top();
     if (!dropDepth) el.parent.children.push(el);
-    if (VOID.has(el.tag)) return;
+    if (state.isVoid) return;
     stack.push(el);
-    openCount.set(el.tag, (openCount.get(el.tag) ?? 0) + 1);
-    if (dropContent?.has(el.tag)) dropDepth++;
-    if (el.tag === "svg" || el.tag === "math") inForeign++;
+    states.push(state);
+    state.open++;
+    if (state.drop) dropDepth++;
+    if (state.foreign) inForeign++;
   };
-  const close = (tag: string) => {
+  const close = (state: TagState) => {
+    const tag = state.tag;
     // `</body>` and `</html>` close nothing: text after them still belongs to the body (as in browsers).
     if (tag === "body" || tag === "html") return;
-    if (VOID.has(tag)) {
-      if (tag === "br") open(element(tag));
+    if (state.isVoid) {
+      if (tag === "br") open(element(tag), state);
       return;
     }
-    if (!openCount.get(tag)) {
-      if (tag === "p") open(element(tag)); // `</p>` alone: an empty p
+    if (!state.open) {
+      if (tag === "p") open(element(tag), state); // `</p>` alone: an empty p
       return;
     }
     // Every element popped here is closed for good, so the loops over a whole parse stay linear.
-    while (stack.length > 1 && pop().tag !== tag);
+    while (stack.length > 1 && pop() !== state);
   };
 
   const tokenizer = new Tokenizer({ decodeEntities: false }, {
     onopentagname(start, end) {
-      pending = element(html.slice(start, end).toLowerCase());
-      pendingRaw = !inForeign && RAW_TEXT.has(pending.tag);
+      pendingState = tagAt(start, end);
+      pending = element(pendingState.tag);
+      pendingRaw = !inForeign && pendingState.raw;
     },
     onattribname(start, end) {
-      keep = !keepAttribute ||
-        (end - start <= longestKept && keepAttribute.has(attrName = html.slice(start, end).toLowerCase()));
-      if (!keepAttribute) attrName = html.slice(start, end).toLowerCase();
+      if (keepAttribute) {
+        const name = keptName(start, end);
+        keep = name !== undefined;
+        if (keep) attrName = name!;
+      } else {
+        keep = true;
+        attrName = html.slice(start, end).toLowerCase();
+      }
       attrValue = "";
     },
     onattribdata(start, end) {
@@ -239,7 +326,7 @@ export function parseHtml(html: string, options: ParseHtmlOptions = {}): HtmlEle
     },
     onopentagend() {
       rawText = pendingRaw;
-      if (pending) open(pending);
+      if (pending) open(pending, pendingState);
       pending = undefined;
     },
     onselfclosingtag() {
@@ -247,12 +334,12 @@ export function parseHtml(html: string, options: ParseHtmlOptions = {}): HtmlEle
       if (!pending) return;
       const el = pending;
       pending = undefined;
-      open(el);
+      open(el, pendingState);
       if (inForeign && top() === el) pop();
     },
     onclosetag(start, end) {
       rawText = false;
-      close(html.slice(start, end).toLowerCase());
+      close(tagAt(start, end));
     },
     ontext(start, end) {
       if (dropDepth) return;
