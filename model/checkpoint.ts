@@ -297,19 +297,30 @@ export interface LoadedModel {
   params: Float32Array;
 }
 
-/** Loads a model directory (kiln's output, or a local Hugging Face GPT-2 download). */
-export async function loadModelDir(dir: string): Promise<LoadedModel> {
+/**
+ * The `config.json` of a model directory, read and checked: the config, the file's JSON and its path
+ * (`what` names the directory's kind in the error when there is none).
+ */
+export async function readModelConfig(
+  dir: string,
+  what = "model",
+): Promise<{ config: GPTConfig; json: Record<string, unknown>; path: string }> {
   const configPath = join(dir, CONFIG_FILE);
   let json: unknown;
   try {
     json = JSON.parse(await Deno.readTextFile(configPath));
   } catch (e) {
     if (e instanceof Deno.errors.NotFound) {
-      throw new KilnError(`${dir}: not a model directory (no ${CONFIG_FILE})`);
+      throw new KilnError(`${dir}: not a ${what} directory (no ${CONFIG_FILE})`);
     }
     throw new DataError(configPath, undefined, `not valid JSON (${(e as Error).message})`);
   }
-  const config = fromHFConfig(json, configPath);
+  return { config: fromHFConfig(json, configPath), json: json as Record<string, unknown>, path: configPath };
+}
+
+/** Loads a model directory (kiln's output, or a local Hugging Face GPT-2 download). */
+export async function loadModelDir(dir: string): Promise<LoadedModel> {
+  const { config, json, path: configPath } = await readModelConfig(dir);
   const modelPath = join(dir, MODEL_FILE);
   let header;
   try {
@@ -325,7 +336,7 @@ export async function loadModelDir(dir: string): Promise<LoadedModel> {
   checkModelFits(config, configPath, 1, header.size);
   const layout = paramLayout(config);
   const file = parseSafetensors(await Deno.readFile(modelPath), modelPath);
-  const tieWordEmbeddings = (json as Record<string, unknown>).tie_word_embeddings !== false;
+  const tieWordEmbeddings = json.tie_word_embeddings !== false;
   return { config, layout, params: loadWeights(file, layout, { tieWordEmbeddings, configFile: configPath }) };
 }
 

@@ -5,11 +5,10 @@
  * deviation over the responses it was trained on, so PPO can normalise rewards. Writing and reading it.
  * @module
  */
-import { fromHFConfig } from "../../model/config.ts";
-import { CONFIG_FILE, type LoadedModel, MODEL_FILE } from "../../model/checkpoint.ts";
+import { type LoadedModel, MODEL_FILE, readModelConfig } from "../../model/checkpoint.ts";
 import { type ParamLayout, paramLayout } from "../../model/params.ts";
 import { parseSafetensors, type SafeTensors, serializeSafetensors } from "../../model/safetensors.ts";
-import { DataError, KilnError } from "../../pipeline/errors.ts";
+import { DataError } from "../../pipeline/errors.ts";
 import { join } from "node:path";
 
 /** The scalar head's tensor (Hugging Face's name). */
@@ -65,17 +64,7 @@ function trunkWeights(file: SafeTensors, layout: ParamLayout): Float32Array {
 
 /** Loads a reward-model directory (see the module doc). */
 export async function loadRewardModel(dir: string): Promise<LoadedRewardModel> {
-  const configPath = join(dir, CONFIG_FILE);
-  let json: unknown;
-  try {
-    json = JSON.parse(await Deno.readTextFile(configPath));
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) {
-      throw new KilnError(`${dir}: not a reward-model directory (no ${CONFIG_FILE})`);
-    }
-    throw new DataError(configPath, undefined, `not valid JSON (${(e as Error).message})`);
-  }
-  const config = fromHFConfig(json, configPath);
+  const { config } = await readModelConfig(dir, "reward-model");
   const layout = paramLayout(config);
   const path = join(dir, MODEL_FILE);
   const file = parseSafetensors(await Deno.readFile(path), path);
