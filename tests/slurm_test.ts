@@ -158,29 +158,38 @@ Deno.test(
   },
 );
 
+/**
+ * 12 slow shards: the local reference, then a driver subprocess submitting them to Slurm, killed with
+ * SIGKILL once 3 shards are done.
+ */
+async function killDriverMidArray() {
+  const root = await Deno.makeTempDir({ prefix: "kiln-slurm-" });
+  const tasks = await makeShards(root, 12, 600);
+  const local = await runLocally(
+    root,
+    "local",
+    tasks.map((t) => ({ ...t, args: { ...t.args, delayMs: 0 } })),
+  );
+  const driver = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", new URL("./fixtures/slurm_shard.ts", import.meta.url).pathname, root, "12", "600"],
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
+  const done = join(root, "slurm", "state", "done");
+  for (let waited = 0; (await listFiles(done)).length < 3; waited += 50) {
+    ok(waited < 60_000, "the array made no progress within 60 s");
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  driver.kill("SIGKILL");
+  await driver.status;
+  return { root, tasks, local, done };
+}
+
 Deno.test(
   "kill -9 of the driver mid-array, then a rerun adopts the running job: same output, no shard twice",
   onCluster,
   async () => {
-    const root = await Deno.makeTempDir({ prefix: "kiln-slurm-" });
-    const tasks = await makeShards(root, 12, 600);
-    const local = await runLocally(
-      root,
-      "local",
-      tasks.map((t) => ({ ...t, args: { ...t.args, delayMs: 0 } })),
-    );
-    const driver = new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", new URL("./fixtures/slurm_shard.ts", import.meta.url).pathname, root, "12", "600"],
-      stdout: "null",
-      stderr: "null",
-    }).spawn();
-    const done = join(root, "slurm", "state", "done");
-    for (let waited = 0; (await listFiles(done)).length < 3; waited += 50) {
-      ok(waited < 60_000, "the array made no progress within 60 s");
-      await new Promise((r) => setTimeout(r, 50));
-    }
-    driver.kill("SIGKILL");
-    await driver.status;
+    const { root, tasks, local, done } = await killDriverMidArray();
     const doneAtKill = (await listFiles(done)).length;
     ok(doneAtKill < 12, "killed mid-array");
     const messages: string[] = [];
@@ -208,25 +217,7 @@ Deno.test(
   "kill -9 of the driver, jobs cancelled too: a rerun resubmits only the unfinished shards",
   onCluster,
   async () => {
-    const root = await Deno.makeTempDir({ prefix: "kiln-slurm-" });
-    const tasks = await makeShards(root, 12, 600);
-    const local = await runLocally(
-      root,
-      "local",
-      tasks.map((t) => ({ ...t, args: { ...t.args, delayMs: 0 } })),
-    );
-    const driver = new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", new URL("./fixtures/slurm_shard.ts", import.meta.url).pathname, root, "12", "600"],
-      stdout: "null",
-      stderr: "null",
-    }).spawn();
-    const done = join(root, "slurm", "state", "done");
-    for (let waited = 0; (await listFiles(done)).length < 3; waited += 50) {
-      ok(waited < 60_000, "the array made no progress within 60 s");
-      await new Promise((r) => setTimeout(r, 50));
-    }
-    driver.kill("SIGKILL");
-    await driver.status;
+    const { root, tasks, local, done } = await killDriverMidArray();
     const jobs = await liveTasks(root);
     ok(jobs.length > 0, "the killed driver's job still runs");
     const jobId = jobs[0].split("_")[0];
